@@ -1,12 +1,38 @@
 """A Caffe-compatible training pipeline on PyTorch.
 
-``import pipeline as caffe`` gives pycaffe's names (see README).
+``import pipeline as caffe`` gives pycaffe's names (see README). Importing the
+package is cheap: torch and the layer registry load on first use of a name that
+needs them, so the file tools (upgrades, converters) start quickly.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from .proto import caffe_pb2
-from . import layers  # noqa: F401  (fills the LAYERS registry)
 
 TRAIN = caffe_pb2.TRAIN
 TEST = caffe_pb2.TEST
 
 __version__ = "0.1.0"
+
+# name -> (module, attribute); resolved lazily by __getattr__.
+_LAZY = {
+    "layers": ("pipeline.layers", None),
+    "Layer": ("pipeline.layers.base", "Layer"),
+}
+
+
+def __getattr__(name):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}") from None
+    mod = importlib.import_module(module)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -5,6 +5,7 @@ One module per family; each class is registered under Caffe's type string.
 
 from . import (  # noqa: F401  (imported for registration)
     affine,
+    arith,
     conv,
     data,
     loss,
