@@ -19,7 +19,13 @@ __version__ = "0.1.0"
 # name -> (module, attribute); resolved lazily by __getattr__.
 _LAZY = {
     "layers": ("pipeline.layers", None),
-    "Layer": ("pipeline.layers.base", "Layer"),
+    "Net": ("pipeline.net", "Net"),
+    "Layer": ("pipeline.layers.python", "Layer"),
+    "set_mode_cpu": ("pipeline.mode", "set_mode_cpu"),
+    "set_mode_gpu": ("pipeline.mode", "set_mode_gpu"),
+    "set_device": ("pipeline.mode", "set_device"),
+    "set_random_seed": ("pipeline.mode", "set_random_seed"),
+    "proto": ("pipeline.proto", None),
 }
 
 

@@ -44,8 +44,9 @@ class Registry:
         try:
             return self._table[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._table, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lower = {k.lower(): k for k in self._table}
+            close = difflib.get_close_matches(str(name).lower(), lower, n=1)
+            hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
             ctx = f" ({where})" if where else ""
             known = ", ".join(sorted(self._table))
             raise UnknownTypeError(

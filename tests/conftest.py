@@ -10,6 +10,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests use small tensors: one thread avoids oversubscribing CI's two cores (and is
+# many times faster there than torch's default thread pool for tiny ops).
+torch.set_num_threads(1)
+
 
 def caffe_zoo_dir() -> Path | None:
     """``../shared/caffe-zoo`` beside the checkout (or $PIPELINE_CAFFE_ZOO), if present."""

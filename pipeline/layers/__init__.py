@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (imported for registration)
     neuron,
     normalization,
     pooling,
+    python,
     recurrent,
     shape,
 )
