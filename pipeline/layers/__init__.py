@@ -4,6 +4,7 @@ One module per family; each class is registered under Caffe's type string.
 """
 
 from . import (  # noqa: F401  (imported for registration)
+    accuracy,
     affine,
     arith,
     conv,

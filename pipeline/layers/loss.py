@@ -1,8 +1,8 @@
-"""Loss layers and Accuracy.
+"""Loss layers.
 
 SoftmaxWithLoss, EuclideanLoss, SigmoidCrossEntropyLoss, HingeLoss, InfogainLoss,
-ContrastiveLoss, MultinomialLogisticLoss (``is_loss``: top 0 is a 0-d tensor) and
-Accuracy. Each follows BVLC Caffe master (``src/caffe/layers/<name>_layer.cpp``):
+ContrastiveLoss, MultinomialLogisticLoss (``is_loss``: top 0 is a 0-d tensor);
+Accuracy lives in ``accuracy.py``. Each follows BVLC Caffe master (``src/caffe/layers/<name>_layer.cpp``):
 the same ``Reshape`` checks, forward values and backward rules.
 
 Labels arrive as float tensors holding integers and are truncated toward zero, as
@@ -22,22 +22,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError, ParseError
+from ..errors import ConfigError, DataError, ParseError, PipelineError
+from ..formats.binary import read_blobproto
+from ..formats.blob import blobproto_to_array
 from ..proto import caffe_pb2
 from ..registry import LAYERS
-from .base import TRAIN, Layer, canonical_axis, count
+from .base import TRAIN, Layer, count
+from .labels import Labels, check_label_count, class_dims, fmt_shape, ignore_label_of, normalizer
 
 NORMALIZATIONS = ("FULL", "VALID", "BATCH_SIZE", "NONE")
 FLT_MIN = torch.finfo(torch.float32).tiny  # Caffe's clamp before log in SoftmaxWithLoss
 LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD
-
-
-def _fmt(shape) -> str:
-    return str(tuple(int(d) for d in shape))
-
-
-def _ignore(msg) -> int | None:
-    return int(msg.ignore_label) if msg.HasField("ignore_label") else None
 
 
 def _normalization(loss_param, default: str) -> str:
@@ -52,7 +47,7 @@ def _normalization(loss_param, default: str) -> str:
 def _legacy4(layer: Layer, shape, what: str) -> tuple:
     """Caffe's legacy (num, channels, height, width) view of a shape (missing axes read 1)."""
     if len(shape) > 4:
-        layer.fail(f"{what} {_fmt(shape)} has more than 4 axes; this layer takes at most 4")
+        layer.fail(f"{what} {fmt_shape(shape)} has more than 4 axes; this layer takes at most 4")
     return tuple(int(d) for d in shape) + (1,) * (4 - len(shape))
 
 
@@ -70,53 +65,6 @@ class _KeepGradClamp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad, None
-
-
-class _Labels:
-    """Integer labels of shape (outer, inner), their validity mask and range check."""
-
-    def __init__(self, layer: Layer, label, outer: int, inner: int, classes: int, ignore):
-        lab = label.detach().reshape(outer, inner).to(torch.long)  # truncates like static_cast<int>
-        self.valid = None if ignore is None else lab != ignore
-        if self.valid is not None:
-            lab = torch.where(self.valid, lab, torch.zeros_like(lab))
-        bad = (lab < 0) | (lab >= classes)
-        if bool(bad.any()):  # Caffe only DCHECKs this; an index error here would be cryptic
-            v = label.detach().reshape(-1)[bad.reshape(-1)][0].item()
-            layer.fail(f"label {v:g} is outside [0, {classes - 1}] and not ignored", DataError)
-        self.index = lab
-        self.count = outer * inner if self.valid is None else self.valid.sum()
-
-    def mask(self, values: torch.Tensor) -> torch.Tensor:
-        """Zero ``values`` (outer, inner) where the label is ignored."""
-        if self.valid is None:
-            return values
-        return torch.where(self.valid, values, torch.zeros_like(values))
-
-
-def _normalizer(mode: str, outer: int, inner: int, valid_count):
-    """Caffe's ``get_normalizer``, floored at 1 (``valid_count``: an int or a 0-d tensor)."""
-    n = {"FULL": outer * inner, "VALID": valid_count, "BATCH_SIZE": outer, "NONE": 1}[mode]
-    return n.clamp_min(1) if isinstance(n, torch.Tensor) else max(n, 1)
-
-
-def _class_dims(layer: Layer, shape, axis: int, field: str):
-    """``(axis, outer, classes, inner)`` around a class axis (``CanonicalAxisIndex``)."""
-    axis = canonical_axis(axis, len(shape), layer, field)
-    return axis, count(shape, 0, axis), int(shape[axis]), count(shape, axis + 1)
-
-
-def _check_label_count(layer: Layer, bottom_shapes, axis: int, field: str):
-    """``outer * inner == label count``, with the hint Caffe gives."""
-    shape, lab = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
-    axis, outer, _, inner = _class_dims(layer, shape, axis, field)
-    if outer * inner != count(lab):
-        layer.fail(
-            f"label {_fmt(lab)} holds {count(lab)} values but prediction {_fmt(shape)} with "
-            f"{field} {axis} needs {outer * inner} (outer {outer} x inner {inner}); e.g. for "
-            "(N, C, H, W) and axis 1 the labels must be N*H*W integers in {0, ..., C-1}"
-        )
-    return shape[axis]
 
 
 def _log_softmax(x, outer: int, classes: int, inner: int) -> torch.Tensor:
@@ -152,7 +100,7 @@ class _Loss(Layer):
     def reshape(self, bottom_shapes):
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         if not a or not b or a[0] != b[0]:
-            self.fail(f"bottoms {_fmt(a)} and {_fmt(b)} must have the same first dimension")
+            self.fail(f"bottoms {fmt_shape(a)} and {fmt_shape(b)} must have the same first dimension")
         return [()]
 
 
@@ -189,20 +137,20 @@ class SoftmaxWithLoss(_Loss):
     def from_param(cls, param, phase=TRAIN):
         lp = param.loss_param
         axis = param.softmax_param.axis
-        return cls(axis, _ignore(lp), _normalization(lp, "VALID"), param.name, phase)
+        return cls(axis, ignore_label_of(lp), _normalization(lp, "VALID"), param.name, phase)
 
     def reshape(self, bottom_shapes):
         super().reshape(bottom_shapes)
-        _check_label_count(self, bottom_shapes, self.axis, "softmax_param.axis")
+        check_label_count(self, bottom_shapes, self.axis, "softmax_param.axis")
         return [(), tuple(bottom_shapes[0])] if self.num_tops >= 2 else [()]
 
     def forward(self, x, label):
-        _, outer, classes, inner = _class_dims(self, x.shape, self.axis, "softmax_param.axis")
-        labels = _Labels(self, label, outer, inner, classes, self.ignore_label)
+        _, outer, classes, inner = class_dims(self, x.shape, self.axis, "softmax_param.axis")
+        labels = Labels(self, label, outer, inner, classes, self.ignore_label)
         logp = _log_softmax(x, outer, classes, inner)  # (outer, inner, classes)
         picked = logp.gather(2, labels.index.unsqueeze(2)).squeeze(2)  # (outer, inner)
         picked = _KeepGradClamp.apply(picked, math.log(FLT_MIN))
-        norm = _normalizer(self.normalization, outer, inner, labels.count)
+        norm = normalizer(self.normalization, outer, inner, labels.count)
         loss = -labels.mask(picked).sum() / norm
         if self.num_tops >= 2:
             # Caffe's Backward ignores top 1's diff: the probabilities carry no gradient.
@@ -227,7 +175,7 @@ class EuclideanLoss(_Loss):
         super().reshape(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         if count(a, 1) != count(b, 1):
-            self.fail(f"inputs {_fmt(a)} and {_fmt(b)} must have the same count per item")
+            self.fail(f"inputs {fmt_shape(a)} and {fmt_shape(b)} must have the same count per item")
         return [()]
 
     def forward(self, a, b):
@@ -261,13 +209,13 @@ class SigmoidCrossEntropyLoss(_Loss):
     @classmethod
     def from_param(cls, param, phase=TRAIN):
         lp = param.loss_param
-        return cls(_ignore(lp), _normalization(lp, "BATCH_SIZE"), param.name, phase)
+        return cls(ignore_label_of(lp), _normalization(lp, "BATCH_SIZE"), param.name, phase)
 
     def reshape(self, bottom_shapes):
         super().reshape(bottom_shapes)
         a, b = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
         if count(a) != count(b):
-            self.fail(f"inputs {_fmt(a)} and {_fmt(b)} must have the same count")
+            self.fail(f"inputs {fmt_shape(a)} and {fmt_shape(b)} must have the same count")
         return [()]
 
     def forward(self, x, target):
@@ -280,7 +228,7 @@ class SigmoidCrossEntropyLoss(_Loss):
             valid = t.to(torch.long) != self.ignore_label
             per = torch.where(valid, per, torch.zeros_like(per))
             valid_count = valid.sum()
-        return per.sum() / _normalizer(self.normalization, outer, inner, valid_count)
+        return per.sum() / normalizer(self.normalization, outer, inner, valid_count)
 
 
 @LAYERS.register()
@@ -315,13 +263,13 @@ class HingeLoss(_Loss):
         super().reshape(bottom_shapes)
         lab = tuple(bottom_shapes[1])
         if count(lab, 1) != 1:
-            self.fail(f"label {_fmt(lab)} must hold one value per item, e.g. (N,) or (N, 1)")
+            self.fail(f"label {fmt_shape(lab)} must hold one value per item, e.g. (N,) or (N, 1)")
         return [()]
 
     def forward(self, x, label):
         n = int(x.shape[0])
         scores = x.reshape(n, -1)
-        labels = _Labels(self, label, n, 1, scores.shape[1], None)
+        labels = Labels(self, label, n, 1, scores.shape[1], None)
         sign = torch.full_like(scores, -1.0).scatter_(1, labels.index, 1.0)
         margin = F.relu(1 - sign * scores)  # relu: zero gradient at the kink, like sign(0)
         return (margin.sum() if self.norm == "L1" else margin.pow(2).sum()) / n
@@ -384,7 +332,7 @@ class InfogainLoss(_Loss):
             )
         p, lp = param.infogain_loss_param, param.loss_param
         mode = caffe_pb2.LossParameter.NormalizationMode.Name(lp.normalization)
-        return cls(p.source, p.axis, _ignore(lp), mode, name=param.name, phase=phase)
+        return cls(p.source, p.axis, ignore_label_of(lp), mode, name=param.name, phase=phase)
 
     def setup(self, bottom_shapes):
         if len(bottom_shapes) >= 3 or self.infogain is not None:
@@ -393,27 +341,18 @@ class InfogainLoss(_Loss):
             msg = "infogain_loss_param.source must name the H file when H is not bottom 2"
             self.fail(msg, ConfigError)
         try:
-            with open(self.source, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            self.fail(
-                f"cannot read the H matrix file '{self.source}': {e.strerror or e}", DataError
-            )
-        blob = caffe_pb2.BlobProto()
-        try:
-            blob.ParseFromString(raw)
-        except Exception as e:  # protobuf's DecodeError
-            msg = f"InfogainLoss layer '{self.name}': not a BlobProto ({e})"
-            raise ParseError(self.source, msg) from None
-        values = list(blob.double_data) or list(blob.data)
-        dtype = torch.float64 if blob.double_data else torch.float32
-        self.infogain = torch.tensor(values, dtype=dtype)
+            arr = blobproto_to_array(read_blobproto(self.source), what=f"'{self.source}'")
+        except ParseError as e:  # missing, unreadable or not a BlobProto
+            raise ParseError(e.path, f"InfogainLoss layer '{self.name}': H matrix: {e.detail}") from None
+        except PipelineError as e:
+            self.fail(f"cannot read the H matrix: {e}", DataError)
+        self.infogain = torch.from_numpy(arr.reshape(-1).copy())
 
     def reshape(self, bottom_shapes):
         super().reshape(bottom_shapes)
-        classes = _check_label_count(self, bottom_shapes, self.axis, "infogain_loss_param.axis")
+        classes = check_label_count(self, bottom_shapes, self.axis, "infogain_loss_param.axis")
         if len(bottom_shapes) >= 3:
-            n, what = count(bottom_shapes[2]), f"bottom 2 {_fmt(bottom_shapes[2])}"
+            n, what = count(bottom_shapes[2]), f"bottom 2 {fmt_shape(bottom_shapes[2])}"
         elif self.infogain is not None:
             n, what = self.infogain.numel(), f"'{self.source}'" if self.source else "matrix"
         else:
@@ -423,13 +362,13 @@ class InfogainLoss(_Loss):
         return [(), tuple(bottom_shapes[0])] if self.num_tops >= 2 else [()]
 
     def forward(self, x, label, h=None):
-        _, outer, classes, inner = _class_dims(self, x.shape, self.axis, "infogain_loss_param.axis")
+        _, outer, classes, inner = class_dims(self, x.shape, self.axis, "infogain_loss_param.axis")
         h = (self.infogain if h is None else h).detach().to(x).reshape(classes, classes)
-        labels = _Labels(self, label, outer, inner, classes, self.ignore_label)
+        labels = Labels(self, label, outer, inner, classes, self.ignore_label)
         logp = _log_softmax(x, outer, classes, inner)  # (outer, inner, classes)
         logp_c = _KeepGradClamp.apply(logp, math.log(LOG_THRESHOLD))
         per = (h[labels.index] * logp_c).sum(2)  # row H[label] . log p, (outer, inner)
-        loss = -labels.mask(per).sum() / _normalizer(self.normalization, outer, inner, labels.count)
+        loss = -labels.mask(per).sum() / normalizer(self.normalization, outer, inner, labels.count)
         if self.num_tops >= 2:
             return loss, _probs(logp, x.shape)
         return loss
@@ -489,7 +428,7 @@ class ContrastiveLoss(_Loss):
     def reshape(self, bottom_shapes):
         super().reshape(bottom_shapes)
         a, b, y = (_legacy4(self, s, f"bottom {i}") for i, s in enumerate(bottom_shapes[:3]))
-        sa, sb, sy = (_fmt(s) for s in bottom_shapes[:3])
+        sa, sb, sy = (fmt_shape(s) for s in bottom_shapes[:3])
         if a[1] != b[1]:
             self.fail(f"bottoms {sa} and {sb} must have the same channels")
         if a[2:] != (1, 1) or b[2:] != (1, 1):
@@ -528,74 +467,13 @@ class MultinomialLogisticLoss(_Loss):
         super().reshape(bottom_shapes)
         lab = tuple(bottom_shapes[1])
         if _legacy4(self, lab, "label")[1:] != (1, 1, 1):
-            self.fail(f"label {_fmt(lab)} must hold one value per item: (N,) or (N, 1, 1, 1)")
+            self.fail(f"label {fmt_shape(lab)} must hold one value per item: (N,) or (N, 1, 1, 1)")
         return [()]
 
     def forward(self, p, label):
         n = int(p.shape[0])
         probs = p.reshape(n, -1)
-        labels = _Labels(self, label, n, 1, probs.shape[1], None)
+        labels = Labels(self, label, n, 1, probs.shape[1], None)
         picked = probs.gather(1, labels.index)
         # The clamp keeps its gradient, so d/dp = -1 / (N max(p, 1e-20)) as in Caffe.
         return -torch.log(_KeepGradClamp.apply(picked, LOG_THRESHOLD)).sum() / n
-
-
-@LAYERS.register()
-class Accuracy(Layer):
-    """Top-k classification accuracy (no gradient).
-
-    Caffe: a position counts as correct iff fewer than ``top_k`` other classes score
-    ``>=`` the true class (ties count against it); accuracy = correct / positions
-    whose label is not ``ignore_label`` (0 when there are none). Optional top 1:
-    per-class accuracy, 0 for classes with no positions.
-
-    Args:
-        top_k: default 1 (``accuracy_param.top_k``).
-        axis: the class axis (default 1).
-        ignore_label: label value to skip (``accuracy_param.ignore_label``).
-
-    Shape:
-        x ``(N, C, ...)``, labels with ``outer * inner`` values -> ``()``; top 1 ``(C,)``.
-    """
-
-    type = "Accuracy"
-    exact_bottoms = 2
-    min_tops = 1
-    max_tops = 2
-
-    def __init__(self, top_k=1, axis=1, ignore_label=None, name="", phase=TRAIN):
-        super().__init__(name, phase)
-        self.top_k = int(top_k)
-        self.axis = int(axis)
-        self.ignore_label = None if ignore_label is None else int(ignore_label)
-        if self.top_k < 1:  # Caffe accepts 0 and then reports 0 accuracy
-            self.fail(f"accuracy_param.top_k={self.top_k} must be at least 1", ConfigError)
-
-    @classmethod
-    def from_param(cls, param, phase=TRAIN):
-        p = param.accuracy_param
-        return cls(p.top_k, p.axis, _ignore(p), param.name, phase)
-
-    def reshape(self, bottom_shapes):
-        classes = _check_label_count(self, bottom_shapes, self.axis, "accuracy_param.axis")
-        if self.top_k > classes:
-            shape = _fmt(bottom_shapes[0])
-            self.fail(f"top_k={self.top_k} exceeds the {classes} classes of {shape}", ConfigError)
-        return [(), (int(classes),)] if self.num_tops >= 2 else [()]
-
-    @torch.no_grad()
-    def forward(self, x, label):
-        _, outer, classes, inner = _class_dims(self, x.shape, self.axis, "accuracy_param.axis")
-        labels = _Labels(self, label, outer, inner, classes, self.ignore_label)
-        scores = x.detach().reshape(outer, classes, inner)
-        true = scores.gather(1, labels.index.unsqueeze(1))  # (outer, 1, inner)
-        better = (scores >= true).sum(1) - 1  # the true class counts itself once
-        correct = labels.mask((better < self.top_k).to(x.dtype))
-        # 0 / 1 = 0 when every label is ignored, as Caffe's (count == 0) ? 0 branch.
-        acc = correct.sum() / _normalizer("VALID", outer, inner, labels.count)
-        if self.num_tops < 2:
-            return acc
-        flat, zeros = labels.index.reshape(-1), torch.zeros(classes, dtype=x.dtype, device=x.device)
-        nums = zeros.index_add(0, flat, labels.mask(torch.ones_like(correct)).reshape(-1))
-        hits = zeros.index_add(0, flat, correct.reshape(-1))
-        return acc, hits / nums.clamp_min(1)  # hits = 0 where nums = 0: Caffe's 0

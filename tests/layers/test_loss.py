@@ -576,7 +576,7 @@ def test_errors(case):
 
 
 @pytest.mark.parametrize(
-    "content, error", [(None, DataError), (b"\xff\xff\xff not a blob", ParseError)]
+    "content, error", [(None, ParseError), (b"\xff\xff\xff not a blob", ParseError)]
 )
 def test_infogain_bad_source_names_file_and_layer(tmp_path, content, error):
     path = tmp_path / "H.binaryproto"
