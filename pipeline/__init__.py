@@ -19,6 +19,9 @@ __version__ = "0.1.0"
 # name -> (module, attribute); resolved lazily by __getattr__.
 _LAZY = {
     "layers": ("pipeline.layers", None),
+    "params": ("pipeline.params", None),
+    "NetSpec": ("pipeline.netspec", "NetSpec"),
+    "to_proto": ("pipeline.netspec", "to_proto"),
     "Net": ("pipeline.net", "Net"),
     "Layer": ("pipeline.layers.python", "Layer"),
     "set_mode_cpu": ("pipeline.mode", "set_mode_cpu"),
@@ -26,6 +29,15 @@ _LAZY = {
     "set_device": ("pipeline.mode", "set_device"),
     "set_random_seed": ("pipeline.mode", "set_random_seed"),
     "proto": ("pipeline.proto", None),
+    "io": ("pipeline.io", None),
+    "get_solver": ("pipeline.solvers", "get_solver"),
+    "SGDSolver": ("pipeline.solvers", "SGDSolver"),
+    "NesterovSolver": ("pipeline.solvers", "NesterovSolver"),
+    "AdaGradSolver": ("pipeline.solvers", "AdaGradSolver"),
+    "RMSPropSolver": ("pipeline.solvers", "RMSPropSolver"),
+    "AdaDeltaSolver": ("pipeline.solvers", "AdaDeltaSolver"),
+    "AdamSolver": ("pipeline.solvers", "AdamSolver"),
+    "Classifier": ("pipeline.classifier", "Classifier"),
 }
 
 

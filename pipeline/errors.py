@@ -12,6 +12,15 @@ from __future__ import annotations
 class PipelineError(Exception):
     """Base of every error the package raises on bad input or bad state."""
 
+    def prefixed(self, context: str) -> "PipelineError":
+        """A copy of this error (same type and attributes) whose message starts with ``context``."""
+        if str(self).startswith(context):
+            return self
+        new = Exception.__new__(type(self))  # no __init__: subclasses take other arguments
+        new.__dict__.update(self.__dict__)
+        new.args = (f"{context}: {self}",)
+        return new
+
 
 class ConfigError(PipelineError):
     """A net, solver or layer definition is invalid (bad value, bad combination)."""

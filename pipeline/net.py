@@ -127,10 +127,7 @@ class Net:
                 layer.setup(shapes)
                 tops = layer.reshape(shapes)
             except PipelineError as e:
-                msg = str(e)
-                if self.source not in msg:
-                    msg = f"{self.source}: {msg}"
-                raise type(e)(msg) from None
+                raise (e if self.source in str(e) else e.prefixed(self.source)) from None
             for t, s in zip(plan.tops, tops):
                 self._blob_shapes[t] = tuple(int(d) for d in s)
             self._append_params(plan, layer)
@@ -260,7 +257,7 @@ class Net:
             try:
                 shapes = layer.reshape([self._blob_shapes[b] for b in bottoms])
             except PipelineError as e:
-                raise type(e)(f"{self.source}: {e}") from None
+                raise e.prefixed(self.source) from None
             for t, s in zip(tops, shapes):
                 self._blob_shapes[t] = tuple(int(d) for d in s)
         self._shapes_dirty = False
@@ -296,11 +293,10 @@ class Net:
                 out = layer(*args)
                 if not bottoms:  # a source layer: its tops come from the host
                     out = _to_device(out, self.device)
-                if isinstance(out, torch.Tensor):
-                    vals[tops[0]] = out
-                else:
-                    for t, o in zip(tops, out):
-                        vals[t] = o
+                for t, o in zip(tops, (out,) if isinstance(out, torch.Tensor) else out):
+                    vals[t] = o
+                    if tuple(o.shape) != self._blob_shapes[t]:  # top reshaped in Forward, as Caffe's
+                        self._blob_shapes[t] = tuple(o.shape)   # DetectionOutput and Filter do
         self._recorded = grad
 
     def _after_forward(self) -> None:
@@ -353,6 +349,7 @@ class Net:
         if loss.requires_grad:
             loss.backward()
         self._after_forward()
+        self._recorded = False  # the graph was consumed; a later backward() re-runs forward
         return float(loss.detach())
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
@@ -465,6 +462,21 @@ class Net:
     @property
     def bottom_names(self) -> "OrderedDict[str, list]":
         return OrderedDict((p.name, list(p.bottoms)) for p in self._plans)
+
+    @property
+    def blob_loss_weights(self) -> "OrderedDict[str, float]":
+        """pycaffe's ``blob_loss_weights``: each blob's loss weight (0 for blobs that are no loss)."""
+        weights = dict(self._loss_tops)
+        return OrderedDict((name, weights.get(name, 0.0)) for name in self.blobs)
+
+    def layer_steps(self) -> list:
+        """The forward loop one layer at a time (Caffe's ``layers()``, ``bottom_vecs()``,
+        ``top_vecs()``): ``(name, layer, bottoms, tops, propagate_down)`` per layer, in order.
+        For tools that run or time each layer on its own (``pipeline time``)."""
+        return [
+            (p.name, layer, list(bottoms), list(tops), [not d for d in detach])
+            for p, (layer, bottoms, tops, detach, _) in zip(self._plans, self._steps)
+        ]
 
     def to(self, device) -> "Net":
         """Move every parameter and blob to ``device``."""

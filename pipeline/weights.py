@@ -142,6 +142,7 @@ def save_hdf5(net, path, write_diff: bool = False) -> None:
 def share_with(net, other) -> None:
     """Use ``other``'s parameter tensors for every same-named layer of ``net``."""
     theirs = dict(zip(other._layer_names, other.module))
+    replaced = {}
     for name, layer in zip(net._layer_names, net.module):
         src = theirs.get(name)
         if src is None or not len(layer.blobs):
@@ -154,5 +155,8 @@ def share_with(net, other) -> None:
                     f"Cannot share param {j} weights from layer '{name}'; shape mismatch. Source param shape is "
                     f"{_fmt(tuple(src.blobs[j].shape))}; target param shape is {_fmt(tuple(layer.blobs[j].shape))}"
                 )
+            replaced[id(layer.blobs[j])] = src.blobs[j]
             layer.blobs[j] = src.blobs[j]
+    # Keep the solver-facing list pointing at the tensors now in use.
+    net.learnable_params = [replaced.get(id(p), p) for p in net.learnable_params]
     net._host.forget()

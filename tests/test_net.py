@@ -81,8 +81,8 @@ def test_unknown_layer_type_suggests_and_names_forks():
     bad = SMALL.replace('type: "ReLU"', 'type: "Relu"')
     with pytest.raises(UnknownTypeError, match=r"unknown layer type 'Relu' \(layer 'relu'.*did you mean 'ReLU'"):
         caffe.Net(net_param(bad), caffe.TEST)
-    fork = SMALL + 'layer { name: "pb" type: "PriorBox" bottom: "conv" top: "pb" }'
-    with pytest.raises(UnknownTypeError, match="PriorBox' comes from SSD"):
+    fork = SMALL + 'layer { name: "rg" type: "Region" bottom: "conv" top: "rg" }'  # YOLO: not supported
+    with pytest.raises(UnknownTypeError, match="Region' comes from a YOLO Caffe port"):
         caffe.Net(net_param(fork), caffe.TEST)
 
 

@@ -8,6 +8,7 @@ from ``pipeline/`` become one line on stderr here and nowhere else.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from ..errors import NotImplementedYet, PipelineError
@@ -22,17 +23,34 @@ def _not_yet(name: str, issue: str):
     return command
 
 
+def _lazy(module: str, func: str):
+    """A command whose module (and torch) is imported only when it runs, so the file
+    tools start quickly."""
+
+    def command(argv) -> int:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), func)(argv)
+
+    command.__doc__ = f"pipeline.commands.{module}.{func}"
+    return command
+
+
 COMMANDS = {
-    "train": _not_yet("pipeline train", "solvers and training land with issue 5"),
-    "test": _not_yet("pipeline test", "lands with issue 5"),
-    "time": _not_yet("pipeline time", "lands with issue 5"),
-    "device_query": _not_yet("pipeline device_query", "lands with issue 5"),
+    "train": _lazy("train", "train"),
+    "test": _lazy("test", "test"),
+    "time": _lazy("time", "time"),
+    "device_query": _lazy("device_query", "device_query"),
+    "draw": _lazy("draw", "draw"),
+    "summary": _lazy("summary", "summary"),
+    "parse_log": _lazy("parse_log", "parse_log_command"),
+    "plot": _lazy("plot", "plot"),
+    "classify": _lazy("classify", "classify"),
+    "export": _lazy("export", "export"),
 }
 
 TOOLS = {
-    "convert_imageset": _not_yet("convert_imageset", "lands with issue 4"),
-    "compute_image_mean": _not_yet("compute_image_mean", "lands with issue 4"),
-    "extract_features": _not_yet("extract_features", "lands with issue 5"),
+    "convert_imageset": _lazy("convert_imageset", "convert_imageset"),
+    "compute_image_mean": _lazy("compute_image_mean", "compute_image_mean"),
+    "extract_features": _lazy("extract_features", "extract_features"),
     "upgrade_net_proto_text": upgrade.upgrade_net_proto_text,
     "upgrade_net_proto_binary": upgrade.upgrade_net_proto_binary,
     "upgrade_solver_proto_text": upgrade.upgrade_solver_proto_text,

@@ -9,5 +9,6 @@ input. Import the submodules directly:
 - ``hdf5``: weights and solver states in Caffe's HDF5 layout
 - ``blob``: BlobProto <-> numpy
 - ``upgrade``: V0 -> V1 -> V2 layers, legacy inputs, solver types
-- ``forks``: fields and layer types of well-known Caffe forks, for clear errors
+- ``forks``: fields and layer types of well-known Caffe forks: attribution, clear errors
+- ``fork_binary``: fork parameters stored at numbers BVLC uses, re-read by layer type
 """

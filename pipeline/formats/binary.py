@@ -13,6 +13,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import ParseError
 from ..proto import caffe_pb2
+from . import fork_binary
 from .atomic import atomic_write_bytes
 
 MAX_BYTES = 2**31 - 1  # Caffe's kProtoReadBytesLimit
@@ -151,8 +152,13 @@ def write_binary(message, path) -> None:
 
 
 def read_caffemodel(path, upgrade: bool = True) -> caffe_pb2.NetParameter:
-    """A binary NetParameter with weights; V0/V1 models are upgraded unless told not to."""
+    """A binary NetParameter with weights; V0/V1 models are upgraded unless told not to.
+
+    Fork parameters stored at numbers BVLC uses (R-FCN's ``roi_pooling_param`` = 147,
+    ...) are re-read by layer type first (``fork_binary``), upgrade or not.
+    """
     net = read_binary(path, caffe_pb2.NetParameter(), "NetParameter (.caffemodel)")
+    fork_binary.resolve_fork_fields(net, str(path))  # fork fields at BVLC's numbers, by layer type
     if upgrade:
         from . import upgrade as _up
 

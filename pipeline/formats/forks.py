@@ -1,10 +1,25 @@
 """Fields and layer types that well-known Caffe forks add to BVLC's schema.
 
-Used only to turn "no field named X" / "unknown layer type X" into a message that
-says which fork a prototxt was written for.
+Two uses:
+
+- **Attribution.** ``FORK_LAYER_TYPES`` says which fork a layer type comes from;
+  ``pipeline summary`` marks such layers ``fork: <name>`` whether or not the
+  pipeline runs them (the fork layer classes carry the same name in ``fork``).
+- **Clear errors for what is not supported.** A prototxt field or layer type of a
+  fork the pipeline does not implement gets "comes from <fork>, not BVLC Caffe"
+  appended to the parse error / unknown-type error. Fields that our schema now
+  holds (SSD's ``prior_box_param``, py-faster-rcnn's ``roi_pooling_param``, ...)
+  never fail to parse, and the layer types the pipeline runs are registered, so
+  neither reaches these hints; ``fork_hint_for_field`` still returns "" for a
+  supported field in case a message quotes its name for another reason.
+
+``SUPPORTED_FORK_TYPES`` lists the fork layer types the pipeline runs
+(``pipeline/layers/fork_*.py``); a test checks it against the registry.
 """
 
 from __future__ import annotations
+
+from ..proto import caffe_pb2
 
 SSD = "SSD (weiliu89/caffe, branch ssd)"
 FASTER_RCNN = "py-faster-rcnn (rbgirshick/caffe-fast-rcnn)"
@@ -15,10 +30,11 @@ YOLO = "a YOLO Caffe port"
 SHUFFLENET = "ShuffleNet ports (farmingyard/ShuffleNet)"
 SENET = "SENet (hujie-frank/SENet)"
 MOBILENET = "MobileNet ports (e.g. chuanqi305/MobileNet-SSD)"
+DENSENET = "DenseNet / PyTorch-converted Caffe ports (BVLC PR #3057)"
 NVCAFFE = "NVIDIA Caffe (NVCaffe)"
 CAFFE_WINDOWS = "Microsoft Caffe / caffe-windows"
 
-# LayerParameter fields (``xxx_param``) -> fork that defines them.
+# LayerParameter fields (``xxx_param``) and PoolingParameter.ceil_mode -> fork that defines them.
 FORK_FIELDS = {
     "annotated_data_param": SSD,
     "multibox_loss_param": SSD,
@@ -43,7 +59,7 @@ FORK_FIELDS = {
     "yolo_param": YOLO,
     "shuffle_channel_param": SHUFFLENET,
     "proposal_param": FASTER_RCNN,
-    "ceil_mode": "DenseNet / PyTorch-converted Caffe ports (pooling_param.ceil_mode)",
+    "ceil_mode": DENSENET,  # PoolingParameter.ceil_mode
 }
 
 # Layer type strings -> fork that registers them.
@@ -75,13 +91,40 @@ FORK_LAYER_TYPES = {
     "ConvolutionDepthwise": MOBILENET,
 }
 
+# The fork layer types the pipeline runs (pipeline/layers/fork_*.py).
+SUPPORTED_FORK_TYPES = frozenset({
+    "Normalize", "PriorBox", "Permute", "DetectionOutput", "MultiBoxLoss",
+    "ROIPooling", "PSROIPooling", "SmoothL1Loss",
+    "Upsample", "Interp", "ShuffleChannel", "ReLU6", "Axpy",
+})
+
+_SCHEMA_FIELDS = frozenset(
+    {f.name for f in caffe_pb2.LayerParameter.DESCRIPTOR.fields}
+    | {f.name for f in caffe_pb2.PoolingParameter.DESCRIPTOR.fields}
+)
+
+
+def fork_of_type(name: str) -> str | None:
+    """The fork a layer type comes from, or None for BVLC types and unknown names."""
+    return FORK_LAYER_TYPES.get(name)
+
+
+def is_supported_field(name: str) -> bool:
+    """True when our schema holds the fork field ``name`` (so prototxts using it parse)."""
+    return name in FORK_FIELDS and name in _SCHEMA_FIELDS
+
 
 def fork_hint_for_field(name: str) -> str:
-    """' (field of <fork>, not BVLC Caffe)' or '' when the name is not a known fork field."""
+    """'; 'x' comes from <fork>, not BVLC Caffe' for an unsupported fork field, else ''."""
     fork = FORK_FIELDS.get(name)
-    return f"; '{name}' comes from {fork}, not BVLC Caffe" if fork else ""
+    if not fork or is_supported_field(name):
+        return ""
+    return f"; '{name}' comes from {fork}, not BVLC Caffe, and the pipeline does not support it"
 
 
 def fork_hint_for_type(name: str) -> str:
+    """The same for a layer type the registry does not know."""
     fork = FORK_LAYER_TYPES.get(name)
-    return f"; layer type '{name}' comes from {fork}, not BVLC Caffe" if fork else ""
+    if not fork or name in SUPPORTED_FORK_TYPES:
+        return ""
+    return f"; layer type '{name}' comes from {fork}, not BVLC Caffe, and the pipeline does not support it"

@@ -133,8 +133,12 @@ def canonical_axis(axis: int, ndim: int, layer: Layer | None = None, field: str 
 
 
 def count(shape, start: int = 0, end: int | None = None) -> int:
-    """Product of ``shape[start:end]`` (1 for an empty range)."""
+    """Product of ``shape[start:end]`` (1 for an empty range).
+
+    Symbolic sizes (``torch.export``'s SymInt, ``jit.trace``'s traced sizes) stay
+    symbolic, so an exported graph keeps its batch axis dynamic (``pipeline.export``).
+    """
     n = 1
     for d in tuple(shape)[start:end]:
-        n *= int(d)
+        n *= d if isinstance(d, (torch.SymInt, torch.Tensor)) else int(d)
     return n

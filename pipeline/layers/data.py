@@ -1,4 +1,4 @@
-"""Layers whose tops come from outside the net: Input (more data sources land with the data issue).
+"""Layers whose tops come from outside the net: Input and DummyData (data_sources.py has the rest).
 
 A source layer has no bottoms: its ``forward()`` returns its tops (on the CPU; the
 net moves them to its device). For ``Input`` (``is_input = True``) the tops are the

@@ -178,7 +178,8 @@ class Pooling(Layer):
         stride (default 1), or stride_h and stride_w.
         pad (default 0), or pad_h and pad_w; must be < kernel; MAX and AVE only.
         global_pooling: kernel = (H, W); pad must be 0 and stride 1 (default False).
-        round_mode: "CEIL" (default) or "FLOOR" for the output size.
+        round_mode: "CEIL" (default) or "FLOOR" for the output size; ``from_param``
+            also reads DenseNet ports' ``ceil_mode`` (false = FLOOR).
 
     Shape:
         bottom: (N, C, H, W); top: (N, C, out_h, out_w); optional MAX mask top of
@@ -207,13 +208,21 @@ class Pooling(Layer):
     @classmethod
     def from_param(cls, param, phase: int = TRAIN):
         pp = param.pooling_param
+        round_mode = pp.round_mode
+        if pp.HasField("ceil_mode"):  # DenseNet ports (BVLC PR #3057): ceil_mode false = FLOOR
+            fork_mode = "CEIL" if pp.ceil_mode else "FLOOR"
+            if pp.HasField("round_mode") and _ROUND_MODES[pp.round_mode] != fork_mode:
+                raise ConfigError(f"Pooling layer '{param.name}': pooling_param.ceil_mode: "
+                                  f"{str(pp.ceil_mode).lower()} contradicts round_mode: "
+                                  f"{_ROUND_MODES[pp.round_mode]}")
+            round_mode = fork_mode
         return cls(
             name=param.name, phase=phase, pool=pp.pool,
             kernel_size=_opt(pp, "kernel_size"), kernel_h=_opt(pp, "kernel_h"),
             kernel_w=_opt(pp, "kernel_w"), stride=_opt(pp, "stride"),
             stride_h=_opt(pp, "stride_h"), stride_w=_opt(pp, "stride_w"),
             pad=_opt(pp, "pad"), pad_h=_opt(pp, "pad_h"), pad_w=_opt(pp, "pad_w"),
-            global_pooling=pp.global_pooling, round_mode=pp.round_mode,
+            global_pooling=pp.global_pooling, round_mode=round_mode,
         )
 
     def _pair(self, field, args, default):

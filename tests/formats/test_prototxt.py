@@ -70,9 +70,9 @@ def test_unknown_field_names_file_line_and_field(tmp_path):
 
 
 def test_fork_field_says_which_fork(tmp_path):
-    err = _error(tmp_path, 'layer {\n  name: "p"\n  type: "PriorBox"\n  prior_box_param { min_size: 30 }\n}\n')
+    err = _error(tmp_path, 'layer {\n  name: "r"\n  type: "Region"\n  region_param { classes: 20 }\n}\n')
     assert err.line == 4
-    assert "prior_box_param" in err.detail and "SSD" in err.detail
+    assert "region_param" in err.detail and "YOLO" in err.detail and "does not support" in err.detail
 
 
 def test_bad_enum_value(tmp_path):

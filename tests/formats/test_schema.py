@@ -1,10 +1,14 @@
-"""Our schema is BVLC Caffe's, and the generated module never drifts from it.
+"""Our schema is BVLC Caffe's plus an explicit list of fork additions, and the generated
+module never drifts from it.
 
 Three layers of checks:
 
 1. ``pipeline.proto.caffe_pb2`` against a hand-transcribed table of BVLC's schema
    (tests/formats/bvlc_schema_table.py): every message, field number, type, label,
-   packed flag and default, every enum's names, values and order, nothing extra.
+   packed flag and default, every enum's names, values and order, nothing extra -
+   except the fork additions allow-listed in tests/formats/fork_schema_table.py
+   (fields of the forks whose layers the pipeline runs, each with its number, fork
+   and full definition, checked just as strictly, none at a number BVLC uses).
 2. ``protos/caffe.proto`` against the committed ``caffe_pb2``: the .proto is
    compiled again with ``grpc_tools.protoc`` and the two FileDescriptorProtos
    must be equal, so an edit to either one alone fails here.
@@ -26,6 +30,7 @@ from google.protobuf import descriptor_pb2, text_format
 from google.protobuf.descriptor import FieldDescriptor as FD
 
 from formats import bvlc_schema_table as bvlc
+from formats import fork_schema_table as fork
 from pipeline.proto import caffe_pb2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +50,20 @@ SCALAR_TYPES = {
 TYPE_NAMES = {v: k for k, v in SCALAR_TYPES.items()} | {FD.TYPE_ENUM: "enum", FD.TYPE_MESSAGE: "message"}
 FILE = caffe_pb2.DESCRIPTOR
 ALL_MESSAGES = sorted(bvlc.MESSAGES)
+FORK_MESSAGES = sorted(fork.MESSAGES)
+EVERY_MESSAGE = sorted(set(ALL_MESSAGES) | set(FORK_MESSAGES))
+
+
+def _enum_table(name: str):
+    """An enum's values from BVLC's table, else from the fork allow-list (None if neither)."""
+    return bvlc.ENUMS.get(name, fork.ENUMS.get(name))
+
+
+def _table_rows(message: str) -> list:
+    """The expected fields of ``message``: BVLC's, plus the allow-listed fork additions."""
+    rows = list(bvlc.MESSAGES.get(message, []))
+    rows += [f for m, f, _ in fork.ADDITIONS if m == message]
+    return rows + list(fork.MESSAGES.get(message, []))
 
 
 # ---------------------------------------------------------------------------
@@ -55,9 +74,9 @@ def _expected_type(type_name: str) -> tuple[int, str | None]:
     """(FieldDescriptor type constant, full name of the referenced type or None)."""
     if type_name in SCALAR_TYPES:
         return SCALAR_TYPES[type_name], None
-    if type_name in bvlc.ENUMS:
+    if _enum_table(type_name) is not None:
         return FD.TYPE_ENUM, f"{bvlc.PACKAGE}.{type_name}"
-    if type_name in bvlc.MESSAGES:
+    if type_name in bvlc.MESSAGES or type_name in fork.MESSAGES:
         return FD.TYPE_MESSAGE, f"{bvlc.PACKAGE}.{type_name}"
     raise AssertionError(f"table names an unknown type {type_name!r}")
 
@@ -84,8 +103,8 @@ def _f32(x: float) -> bytes:
 
 def _implicit_default(exp: bvlc.Field):
     """What proto2 gives a singular field that declares no default."""
-    if exp.type in bvlc.ENUMS:
-        return next(iter(bvlc.ENUMS[exp.type].values()))  # the first declared value
+    if _enum_table(exp.type) is not None:
+        return next(iter(_enum_table(exp.type).values()))  # the first declared value
     return {"int32": 0, "int64": 0, "uint32": 0, "float": 0.0, "double": 0.0,
             "bool": False, "string": "", "bytes": b""}.get(exp.type)
 
@@ -97,15 +116,15 @@ def _default_problems(field, exp: bvlc.Field) -> list[str]:
         problems = []
         if field.has_default_value:
             problems.append(f"{where}: declares default {actual!r}; BVLC declares none")
-        if exp.label == bvlc.OPTIONAL and exp.type not in bvlc.MESSAGES:
+        if exp.label == bvlc.OPTIONAL and exp.type not in bvlc.MESSAGES and exp.type not in fork.MESSAGES:
             want = _implicit_default(exp)
             if actual != want:
                 problems.append(f"{where}: implicit default {actual!r}, expected {want!r}")
         return problems
     if not field.has_default_value:
         return [f"{where}: declares no default; BVLC's is {exp.default!r}"]
-    if exp.type in bvlc.ENUMS:
-        want = bvlc.ENUMS[exp.type][exp.default]
+    if _enum_table(exp.type) is not None:
+        want = _enum_table(exp.type)[exp.default]
         value = field.enum_type.values_by_number.get(actual) if field.enum_type else None
         ok = actual == want and value is not None and value.name == exp.default
     elif exp.type == "float":
@@ -123,11 +142,12 @@ def _field_problems(message_name: str) -> list[str]:
         return [f"message {message_name} is missing from caffe_pb2"]
     problems = []
     ours = {f.name: f for f in desc.fields}
-    table = {f.name: f for f in bvlc.MESSAGES[message_name]}
+    table = {f.name: f for f in _table_rows(message_name)}
     for name in sorted(set(table) - set(ours)):
-        problems.append(f"{message_name}.{name}: missing (BVLC has it as number {table[name].number})")
+        problems.append(f"{message_name}.{name}: missing (the table has it as number {table[name].number})")
     for name in sorted(set(ours) - set(table)):
-        problems.append(f"{message_name}.{name}: not in BVLC's schema (number {ours[name].number})")
+        problems.append(f"{message_name}.{name}: not in BVLC's schema nor in the fork allow-list "
+                        f"(number {ours[name].number})")
     for name in sorted(set(table) & set(ours)):
         field, exp = ours[name], table[name]
         where = f"{message_name}.{name}"
@@ -278,7 +298,8 @@ def test_package_and_file():
 
 
 def test_same_set_of_messages_and_top_level_enums():
-    assert sorted(FILE.message_types_by_name) == ALL_MESSAGES
+    assert not set(ALL_MESSAGES) & set(FORK_MESSAGES)
+    assert sorted(FILE.message_types_by_name) == EVERY_MESSAGE
     top_enums = sorted(e for e in bvlc.ENUMS if "." not in e)
     assert sorted(FILE.enum_types_by_name) == top_enums
 
@@ -289,7 +310,13 @@ def test_message_fields_match_bvlc(message):
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("message", ALL_MESSAGES)
+@pytest.mark.parametrize("message", FORK_MESSAGES)
+def test_fork_message_fields_match_the_allow_list(message):
+    problems = _field_problems(message)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("message", EVERY_MESSAGE)
 def test_message_structure(message):
     desc = FILE.message_types_by_name[message]
     numbers = [f.number for f in desc.fields]
@@ -298,17 +325,18 @@ def test_message_structure(message):
     assert not desc.nested_types, f"{message}: BVLC nests no messages"
     assert not desc.oneofs, f"{message}: BVLC has no oneofs"
     nested = sorted(e.name for e in desc.enum_types)
-    expected = sorted(e.rpartition(".")[2] for e in bvlc.ENUMS if e.rpartition(".")[0] == message)
-    assert nested == expected, f"{message}: nested enums {nested}, BVLC's are {expected}"
+    expected = sorted(e.rpartition(".")[2] for e in list(bvlc.ENUMS) + list(fork.ENUMS)
+                      if e.rpartition(".")[0] == message)
+    assert nested == expected, f"{message}: nested enums {nested}, the tables' are {expected}"
 
 
-@pytest.mark.parametrize("enum", sorted(bvlc.ENUMS))
+@pytest.mark.parametrize("enum", sorted(bvlc.ENUMS) + sorted(fork.ENUMS))
 def test_enum_values_match_bvlc(enum):
     outer, _, name = enum.rpartition(".")
     desc = (FILE.message_types_by_name[outer].enum_types_by_name if outer else FILE.enum_types_by_name)[name]
     assert desc.full_name == f"caffe.{enum}"
     # Order matters too: a field without a declared default takes the first value.
-    assert [(v.name, v.number) for v in desc.values] == list(bvlc.ENUMS[enum].items())
+    assert [(v.name, v.number) for v in desc.values] == list(_enum_table(enum).items())
 
 
 def test_field_check_catches_a_wrong_default(monkeypatch):
@@ -320,6 +348,64 @@ def test_field_check_catches_a_wrong_default(monkeypatch):
     rows = [f._replace(number=9) if f.name == "axis" else f for f in bvlc.MESSAGES["TileParameter"]]
     monkeypatch.setitem(bvlc.MESSAGES, "TileParameter", rows)
     assert _field_problems("TileParameter") == ["TileParameter.axis: number 1, BVLC's is 9"]
+
+
+# ---------------------------------------------------------------------------
+# 1b. The fork allow-list: explicit, attributed, colliding with nothing of BVLC's
+# ---------------------------------------------------------------------------
+
+def test_fork_additions_collide_with_nothing_in_bvlc():
+    for message, field, _ in fork.ADDITIONS:
+        bvlc_rows = bvlc.MESSAGES[message]  # additions go to BVLC messages only
+        assert field.number not in {f.number for f in bvlc_rows}, f"{message}.{field.name} = {field.number}"
+        assert field.name not in {f.name for f in bvlc_rows}, f"{message}.{field.name}"
+    for message in {m for m, _, _ in fork.ADDITIONS}:
+        numbers = [f.number for m, f, _ in fork.ADDITIONS if m == message]
+        assert len(numbers) == len(set(numbers)), f"{message}: duplicate fork numbers {sorted(numbers)}"
+
+
+def test_fork_additions_name_their_fork():
+    """Each LayerParameter/PoolingParameter addition is attributed like forks.FORK_FIELDS says."""
+    from pipeline.formats import forks
+
+    for message, field, name in fork.ADDITIONS:
+        assert name in vars(forks).values(), f"{message}.{field.name}: unknown fork {name!r}"
+        if message in ("LayerParameter", "PoolingParameter"):
+            assert forks.FORK_FIELDS[field.name].startswith(name), field.name
+            assert forks.is_supported_field(field.name)
+    assert set(fork.MESSAGE_FORK) == set(fork.MESSAGES)
+    layer_fields = {f.type: f.name for m, f, _ in fork.ADDITIONS if m == "LayerParameter"}
+    for message, name in fork.MESSAGE_FORK.items():
+        if message in layer_fields:  # a *_param message: the field and the message agree on the fork
+            assert forks.FORK_FIELDS[layer_fields[message]] == name, message
+
+
+def test_field_check_catches_an_unlisted_fork_field(monkeypatch):
+    """Dropping a row from the allow-list makes the field an error again: BVLC's checks stay strict."""
+    rows = [a for a in fork.ADDITIONS if a[1].name != "prior_box_param"]
+    monkeypatch.setattr(fork, "ADDITIONS", rows)
+    assert _field_problems("LayerParameter") == [
+        "LayerParameter.prior_box_param: not in BVLC's schema nor in the fork allow-list (number 203)"]
+    moved = [(m, f._replace(number=147) if f.name == "roi_pooling_param" else f, k) for m, f, k in fork.ADDITIONS]
+    monkeypatch.setattr(fork, "ADDITIONS", moved)
+    assert "LayerParameter.roi_pooling_param: number 8266711, BVLC's is 147" in _field_problems("LayerParameter")
+
+
+@pytest.mark.parametrize("msg, wire", [
+    # prior_box_param at 203: tag (203 << 3 | 2) = 1626 = varint da 0c; min_size 30.0f at field 1
+    (caffe_pb2.LayerParameter(prior_box_param=caffe_pb2.PriorBoxParameter(min_size=[30.0])),
+     b"\xda\x0c\x05\x0d\x00\x00\xf0\x41"),
+    # roi_pooling_param at 8266711 (py-faster-rcnn): tag 66133690 = varint ba bd c4 1f
+    (caffe_pb2.LayerParameter(roi_pooling_param=caffe_pb2.ROIPoolingParameter(pooled_h=7)),
+     b"\xba\xbd\xc4\x1f\x02\x08\x07"),
+    # TransformationParameter.crop_h at 11 (SSD)
+    (caffe_pb2.TransformationParameter(crop_h=300), b"\x58\xac\x02"),
+    # PoolingParameter.ceil_mode at 1013: tag (1013 << 3 | 0) = 8104 = varint a8 3f
+    (caffe_pb2.PoolingParameter(ceil_mode=False), b"\xa8\x3f\x00"),
+])
+def test_fork_wire_bytes(msg, wire):
+    assert _hex(msg.SerializeToString()) == _hex(wire)
+    assert type(msg).FromString(wire) == msg
 
 
 # ---------------------------------------------------------------------------
@@ -340,7 +426,7 @@ MUTATIONS = {
     "number": ("optional int32 tiles = 2;", "optional int32 tiles = 3;"),
     "packed": ("repeated int64 dim = 1 [packed = true];", "repeated int64 dim = 1;"),
     "new field": ("optional ClipParameter clip_param = 148;",
-                  "optional ClipParameter clip_param = 148;\n  optional float extra = 149;"),
+                  "optional ClipParameter clip_param = 148;\n  optional float extra = 9999;"),
     "enum value": ("    FLOOR = 1;\n", "    FLOOR = 1;\n    NEAREST = 2;\n"),
     "label": ("required float min = 1;", "optional float min = 1;"),
 }
@@ -401,14 +487,15 @@ def _fill(msg, depth=0):
     return msg
 
 
-@pytest.mark.parametrize("message", ALL_MESSAGES)
+@pytest.mark.parametrize("message", EVERY_MESSAGE)
 def test_every_field_round_trips(message):
     cls = getattr(caffe_pb2, message)
     msg = _fill(cls())
     assert msg.IsInitialized()
     assert len(msg.ListFields()) == len(msg.DESCRIPTOR.fields), "some field was left unset"
     for field in msg.DESCRIPTOR.fields:
-        if _label(field) != bvlc.REPEATED and field.type != FD.TYPE_MESSAGE:
+        single = field.type == FD.TYPE_ENUM and len(field.enum_type.values) == 1  # SSD's AnnotationType
+        if _label(field) != bvlc.REPEATED and field.type != FD.TYPE_MESSAGE and not single:
             assert getattr(msg, field.name) != field.default_value, f"{field.name} left at its default"
 
     data = msg.SerializeToString()

@@ -24,6 +24,12 @@ NEEDS = {
     "Python": 'python_param { module: "pyloss" layer: "EuclideanLossLayer" }',
     "InnerProduct": "inner_product_param { num_output: 1 }",
     "Embed": "embed_param { num_output: 1 input_dim: 1 }",
+    # fork layers (pipeline/layers/fork_*.py)
+    "DetectionOutput": "detection_output_param { num_classes: 2 }",
+    "MultiBoxLoss": "multibox_loss_param { num_classes: 2 }",
+    "PriorBox": "prior_box_param { min_size: 30 }",
+    "ROIPooling": "roi_pooling_param { pooled_h: 2 pooled_w: 2 }",
+    "PSROIPooling": "psroi_pooling_param { spatial_scale: 1 output_dim: 1 group_size: 2 }",
 }
 
 
