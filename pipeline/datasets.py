@@ -42,7 +42,7 @@ def package_file(package: str, *parts: str) -> Path | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
     return path if path.is_file() else None
 
 

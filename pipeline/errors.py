@@ -70,3 +70,30 @@ class DataError(PipelineError):
 
 class NotImplementedYet(PipelineError):
     """A command or feature whose issue has not landed yet."""
+
+
+class NumericError(PipelineError):
+    """Training produced a NaN or infinite value (loss, a layer's output or a parameter).
+
+    Attributes:
+        iteration: the solver iteration at which it was seen.
+        layer, top: the first layer (in net order) whose output is non-finite, and
+            that output's blob name (None when every output is finite, e.g. only
+            the parameters went bad).
+        snapshot: the newest snapshot written before it (None if there is none).
+    """
+
+    def __init__(self, message, iteration=None, layer=None, top=None, snapshot=None):
+        super().__init__(message)
+        self.iteration = iteration
+        self.layer = layer
+        self.top = top
+        self.snapshot = snapshot
+
+
+class WriteError(PipelineError):
+    """An output file could not be written (disk full, permission denied, ...).
+
+    Writes are atomic, so the message also says what was kept intact (e.g. the
+    previous snapshot).
+    """

@@ -52,8 +52,13 @@ class Net:
         model: prototxt path or ``caffe_pb2.NetParameter``.
         phase: ``TRAIN`` (0) or ``TEST`` (1).
         weights: optional ``.caffemodel`` or ``.h5`` to copy in by layer name.
+        channels_last, compile, precision, fuse: fast paths (``pipeline.fastpath``; fuse
+            defaults to on for nets without backward).
         device: torch device (default: pycaffe's mode, see ``set_mode_gpu``).
         state: a full ``NetState`` (the solver passes its train/test states).
+        python_layers: False refuses ``type: "Python"`` layers with a ConfigError. A Python
+            layer imports the module its ``python_param`` names and runs it: a prototxt
+            is code when it has one. Weights files never run code (protobuf/HDF5 only).
 
     Attributes:
         blobs: OrderedDict name -> Blob, in order of production.
@@ -63,7 +68,8 @@ class Net:
             ``lr_mults`` / ``decay_mults`` alongside (for the solver).
     """
 
-    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), device=None, state=None):
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(), device=None, state=None,
+                 python_layers=True, channels_last=False, compile=False, precision="fp32", fuse=None):
         if len(args) == 1:
             phase = args[0]
         elif len(args) == 2:
@@ -86,9 +92,13 @@ class Net:
         self.name = self.param.name
         self.force_backward = self.param.force_backward
         self._host = _HostMirror()
+        self.python_layers = bool(python_layers)  # False: refuse type "Python" (they run the prototxt's code)
         self._build()
         if weights:
             self.copy_from(weights)
+        from . import fastpath  # channels_last, BN/Scale/ReLU fusion at TEST, compile, autocast
+
+        fastpath.configure(self, channels_last, compile, precision, fuse)
 
     # ------------------------------------------------------------------ build
     def _make_layer(self, plan: netgraph.LayerPlan) -> nn.Module:
@@ -98,6 +108,11 @@ class Net:
         except UnknownTypeError as e:
             raise UnknownTypeError(str(e) + forks.fork_hint_for_type(lp.type)) from None
         phase = lp.phase if lp.HasField("phase") else self.phase
+        if lp.type == "Python" and not self.python_layers:
+            pp = lp.python_param
+            raise ConfigError(f"{self.source}: layer '{plan.name}' is a Python layer, which would import and run "
+                              f"module '{pp.module}' (class '{pp.layer}'); refused because Python layers are "
+                              "disabled (--no-python-layers / python_layers=False)")
         if cls.is_loss and not plan.tops:
             # Caffe's AutoTopBlobs: a loss layer without a top still gets one (and counts).
             plan.tops = [f"{plan.name} (automatic)"]
@@ -277,6 +292,8 @@ class Net:
             raise GraphError(f"{self.source}: no layer named '{layer_name}'") from None
 
     def _run(self, i0: int, i1: int, grad: bool) -> None:
+        if getattr(self, "_fast", None) is not None:
+            return self._fast.run(self, i0, i1, grad)
         vals = self._values
         with torch.set_grad_enabled(grad):
             for layer, bottoms, tops, detach, is_input in self._steps[i0 : i1 + 1]:
@@ -389,6 +406,8 @@ class Net:
             if start is not None or end is not None:
                 inputs = [p for m in self.module[i0 : i1 + 1] for p in m.parameters() if p.requires_grad]
                 inputs += [self._values[b] for b in self._plans[i0].bottoms if self._values[b].requires_grad]
+                if end is None:  # down to the net's inputs (force_backward), as pycaffe's backward(start=...)
+                    inputs += [t for t in self._inputs.values() if t.requires_grad]
             torch.autograd.backward(tensors, grads, inputs=inputs or None)
         for name, t in self._values.items():
             if t.grad is not None:

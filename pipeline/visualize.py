@@ -7,7 +7,8 @@ Figures are written atomically (temporary name, then rename).
 
 Saliency (Simonyan, Vedaldi, Zisserman 2014, "Deep inside convolutional networks"):
 for an image x and class c, the map is ``M[h, w] = max_ch |d S_c / d x[ch, h, w]|``,
-where ``S_c`` is the chosen output (here the net's ``prob`` or score blob) for class c.
+where ``S_c`` is the chosen blob (the class scores before the softmax, as in the paper,
+or the net's ``prob``) for class c.
 :func:`saliency_maps` gets the gradient from ``net.backward`` (the net needs
 ``force_backward: true``, as in Caffe, or the input gets no gradient).
 """
@@ -77,8 +78,9 @@ def plot_curves(train: dict, test: dict, out, title: str = "") -> Path:
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.2), squeeze=False)
     for ax, (group, name) in zip(axes[0], panels):
         for phase, label, (its, vals) in group:
-            style = dict(linestyle="-", linewidth=1.2) if phase == "train" else dict(
-                linestyle="--", marker="o", markersize=3.5, linewidth=1.2)
+            style = {"linestyle": "-", "linewidth": 1.2}
+            if phase == "test":
+                style = {"linestyle": "--", "marker": "o", "markersize": 3.5, "linewidth": 1.2}
             final = f" (final {vals[-1]:.4g})" if phase == "test" else ""
             ax.plot(its, vals, label=f"{phase} {label}{final}", **style)
         ax.set_xlabel("iteration")
@@ -99,12 +101,15 @@ def saliency_maps(net, images, output: str = "prob", input_blob: str | None = No
         net: a ``pipeline.Net`` built with ``force_backward: true`` whose input blob takes
             a batch shaped like ``images``.
         images: float32 ``(N, C, H, W)`` already preprocessed as the net expects.
-        output: the output blob to differentiate, shape ``(N, K)``.
+        output: the blob to differentiate, shape ``(N, K)``: a net output such as ``prob``,
+            or an inner blob such as the class scores before the softmax (``ip2``, Simonyan et
+            al.'s choice; then ``backward`` starts at the layer that makes it).
         input_blob: the input blob (default: the net's first input).
 
     Returns:
         ``(maps (N, H, W) float32, predictions (N,) int, scores (N, K) float32)`` with
-        ``maps[n] = max_c |d output[n, pred_n] / d input[n, c]|``.
+        ``maps[n] = max_c |d output[n, pred_n] / d input[n, c]|`` and ``pred_n`` the argmax of
+        ``output[n]``.
     """
     x = np.asarray(images, np.float32)
     name = input_blob or net.inputs[0]
@@ -112,19 +117,21 @@ def saliency_maps(net, images, output: str = "prob", input_blob: str | None = No
         raise ShapeError(f"saliency_maps: images must be (N, C, H, W), got shape {x.shape}")
     if not net.force_backward:
         raise ConfigError(f"{net.source}: saliency needs input gradients; set 'force_backward: true' in the net")
-    out = net.forward(**{name: x})
-    if output not in out:
-        out = {**out, **net.forward(blobs=[output], **{name: x})}
-    scores = np.array(out[output], np.float32, copy=True).reshape(len(x), -1)
+    if output not in net.blobs:
+        raise ConfigError(f"{net.source}: saliency_maps: no blob '{output}' (blobs: {', '.join(net.blobs)})")
+    scores = np.array(net.forward(blobs=[output], **{name: x})[output], np.float32, copy=True).reshape(len(x), -1)
     preds = scores.argmax(axis=1)
     seed = np.zeros_like(scores)
     seed[np.arange(len(x)), preds] = 1.0
-    grad = net.backward(**{output: seed.reshape(net.blobs[output].data.shape)})[name]
+    start = None  # back-propagate from the net's end, or from the layer that makes an inner blob
+    if output not in net.outputs:
+        start = [layer for layer, tops in net.top_names.items() if output in tops][-1]
+    grad = net.backward(start=start, **{output: seed.reshape(net.blobs[output].data.shape)})[name]
     maps = np.abs(np.asarray(grad, np.float32)).max(axis=1)
     return maps, preds, scores
 
 
-def plot_saliency(images, maps, titles, out, title: str = "") -> Path:
+def plot_saliency(images, maps, titles, out, title: str = "", map_label: str = "saliency") -> Path:
     """Each digit beside its saliency map: a 2-row grid (images on top, maps below), as PNG.
 
     Args:
@@ -145,7 +152,7 @@ def plot_saliency(images, maps, titles, out, title: str = "") -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_ylabel("digit", fontsize=9)
-    axes[1, 0].set_ylabel("|d prob / d x|", fontsize=9)
+    axes[1, 0].set_ylabel(map_label, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
+import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,26 +46,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import pipeline as caffe  # noqa: E402
-from pipeline import datasets, visualize  # noqa: E402
-from pipeline.commands import cli  # noqa: E402
-from pipeline.commands.plot import read_curves  # noqa: E402
-from pipeline.data.datum import datum_to_array, parse_datum  # noqa: E402
-from pipeline.data.db import open_reader  # noqa: E402
-from pipeline.errors import DataError, PipelineError, ShapeError  # noqa: E402
-from pipeline.formats import prototxt  # noqa: E402
+import pipeline as caffe
+from pipeline import datasets, visualize
+from pipeline.commands import cli
+from pipeline.commands.plot import read_curves
+from pipeline.data.datum import datum_to_array, parse_datum
+from pipeline.data.db import open_reader
+from pipeline.errors import DataError, PipelineError, ShapeError
+from pipeline.formats import prototxt
 
 LENET = ROOT / "models" / "lenet"
 DEFAULT_DATA = ROOT / "data" / "digits"
 MARKER = ".pipeline-demo"
 SCALE = np.float32(0.00390625)  # models/lenet: transform_param { scale }
+ECHO = ("Test net output #0",)  # training log lines shown while the demo runs
 
 # Schedules. The full LeNet run uses models/lenet/solver.prototxt as it is.
-FULL = dict(digits_per_class=None, test_per_class=50, finetune_iter=300, finetune_interval=100)
-QUICK = dict(digits_per_class=100, test_per_class=10, finetune_iter=20, finetune_interval=10,
-             lenet_iter=40, lenet_interval=20)
+FULL = {"digits_per_class": None, "test_per_class": 50, "finetune_iter": 300, "finetune_interval": 100}
+QUICK = {"digits_per_class": 100, "test_per_class": 10, "finetune_iter": 20, "finetune_interval": 10,
+         "lenet_iter": 40, "lenet_interval": 20}
 
 
 class StepFailed(Exception):
@@ -75,32 +77,52 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def run_logged(args, log_path: Path, echo=("Test net output", "accuracy = ")) -> None:
-    """``python -m pipeline ARGS`` from the repository root, stderr into ``log_path``;
-    lines containing an ``echo`` string are shown without their glog prefix."""
-    cmd = [sys.executable, "-m", "pipeline", *map(str, args)]
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            log.write(line)
-            if any(e in line for e in echo) and "Batch " not in line:
+class _Tee(io.TextIOBase):
+    """A stderr stand-in: every line goes to the log file; lines containing an ``echo``
+    string are also shown on stdout without their glog prefix."""
+
+    def __init__(self, log, echo):
+        self.log, self.echo, self.partial = log, echo, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            if any(e in line for e in self.echo):
                 say("      " + line.split("] ", 1)[-1].strip())
-        rc = proc.wait()
-    if rc:
-        raise StepFailed(f"`pipeline {' '.join(map(str, args))}` exited {rc}; see {log_path}")
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
 
 
-def run_tool(args, log_path: Path) -> None:
-    """One of our commands in this process (``cli.main``), its stderr into ``log_path``."""
-    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stderr(log):
-        rc = cli.main([str(a) for a in args])
+@contextlib.contextmanager
+def _chdir(path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def run_command(args, log_path: Path, echo=()) -> None:
+    """One of our commands (``cli.main``, as ``pipeline ARGS`` runs it) in this process, from
+    the repository root; what it writes to stderr (its glog lines) is appended to ``log_path``."""
+    args = [str(a) for a in args]
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stderr(_Tee(log, echo)), \
+            _chdir(ROOT):
+        rc = cli.main(args)
     if rc:
-        raise StepFailed(f"`{' '.join(map(str, args))}` exited {rc}; see {log_path}")
+        raise StepFailed(f"`pipeline {' '.join(args)}` exited {rc}; see {log_path}")
 
 
 def convert(digits, list_path: Path, db: Path, log_path: Path) -> int:
     """``convert_imageset --gray --shuffle`` of a list, or reuse ``db`` if it holds as many records."""
-    expected = sum(1 for line in open(list_path) if line.strip())
+    expected = sum(1 for line in list_path.read_text().splitlines() if line.strip())
     if db.exists():
         with open_reader(db) as r:
             n = len(r)
@@ -109,7 +131,7 @@ def convert(digits, list_path: Path, db: Path, log_path: Path) -> int:
                             "remove it to have it converted again")
         say(f"    reusing {db} ({n} digits)")
         return n
-    run_tool(["convert_imageset", "--gray", "--shuffle", f"{digits.root}/", list_path, db], log_path)
+    run_command(["convert_imageset", "--gray", "--shuffle", f"{digits.root}/", list_path, db], log_path)
     say(f"    convert_imageset --gray --shuffle -> {db} ({expected} digits)")
     return expected
 
@@ -186,12 +208,12 @@ def step_train(data: Path, out: Path, cfg, n_test: int) -> tuple[Path, Path, flo
                                      math.ceil(n_test / 100))
     solver = prototxt.read_solver(solver_path)
     say(f"    pipeline train --solver {_rel(solver_path)}  ({solver.max_iter} iterations; log {_rel(out)}/train.log)")
-    run_logged(["train", "--solver", solver_path], out / "train.log")
+    run_command(["train", "--solver", solver_path], out / "train.log", echo=ECHO)
     weights = Path(f"{solver.snapshot_prefix}_iter_{solver.max_iter}.caffemodel")
     weights = weights if weights.is_absolute() else ROOT / weights
     say(f"    pipeline test --model {_rel(net_path)} --weights {_rel(weights)} --iterations {solver.test_iter[0]}")
-    run_logged(["test", "--model", net_path, "--weights", weights, "--iterations", solver.test_iter[0]],
-               out / "test.log", echo=())
+    run_command(["test", "--model", net_path, "--weights", weights, "--iterations", solver.test_iter[0]],
+               out / "test.log")
     scores = re.findall(r"\] accuracy = ([0-9.eE+-]+)", (out / "test.log").read_text())
     if not scores:
         raise DataError(f"{out / 'test.log'}: pipeline test printed no accuracy")
@@ -206,7 +228,7 @@ def step_finetune(digits, out: Path, cfg) -> float:
     ft.mkdir()
     log = out / "logs" / "convert_imageset.log"
     sizes = {}
-    for tag, classes, shift in (("0to4", range(0, 5), 0), ("5to9", range(5, 10), 5)):
+    for tag, classes, shift in (("0to4", range(5), 0), ("5to9", range(5, 10), 5)):
         for split, indices in (("train", digits.train), ("test", digits.test)):
             names, labels = digits.subset(indices, classes, relabel=shift)
             lst = datasets.write_list(ft / f"{split}_{tag}.txt", names, labels)
@@ -229,7 +251,7 @@ def step_finetune(digits, out: Path, cfg) -> float:
         paths[tag] = derived_solver(ft / f"solver_{tag}.prototxt", net_path, ft / f"lenet_{tag}", iters, interval,
                                     math.ceil(n_test / 50))
     say(f"    pipeline train --solver {_rel(paths['0to4'])}  (digits 0-4, {iters} iterations)")
-    run_logged(["train", "--solver", paths["0to4"]], ft / "train_0to4.log")
+    run_command(["train", "--solver", paths["0to4"]], ft / "train_0to4.log", echo=ECHO)
     base = ft / f"lenet_0to4_iter_{iters}.caffemodel"
     try:  # what finetuning without renaming the last layer says (Caffe's message)
         caffe.Net(unrenamed, caffe.TEST).copy_from(str(base))
@@ -237,7 +259,7 @@ def step_finetune(digits, out: Path, cfg) -> float:
         message = str(e)
         say("    without the rename, --weights would fail: " + message[message.find("Cannot copy"):].split(" To learn")[0])
     say(f"    pipeline train --solver {_rel(paths['5to9'])} --weights {_rel(base)}  (digits 5-9, ip2 -> ip2_5to9)")
-    run_logged(["train", "--solver", paths["5to9"], "--weights", base], ft / "finetune_5to9.log")
+    run_command(["train", "--solver", paths["5to9"], "--weights", base], ft / "finetune_5to9.log", echo=ECHO)
     accuracy = test_accuracy(ft / "finetune_5to9.log", iters)
     say(f"    finetuned accuracy on 5-9: {accuracy:.4f} ({sizes['test', '5to9']} test digits)")
     return accuracy
@@ -248,7 +270,7 @@ def step_features(out: Path, net_path: Path, weights: Path, data: Path, n_test: 
     feat.mkdir()
     h5 = feat / "ip1.h5"
     batches = math.ceil(n_test / 100)
-    run_tool(["extract_features", weights, net_path, "ip1", h5, batches, "hdf5"], out / "logs" / "extract_features.log")
+    run_command(["extract_features", weights, net_path, "ip1", h5, batches, "hdf5"], out / "logs" / "extract_features.log")
     import h5py
 
     with h5py.File(h5, "r") as f:
@@ -282,12 +304,14 @@ def step_saliency(out: Path, weights: Path, digits) -> Path:
     prototxt.write_text(deploy, path)
     net = caffe.Net(str(path), str(weights), caffe.TEST)
     images = digits.images[picks]
-    maps, preds, scores = visualize.saliency_maps(net, images[:, None].astype(np.float32) * SCALE, output="prob")
+    x = images[:, None].astype(np.float32) * SCALE
+    maps, preds, _ = visualize.saliency_maps(net, x, output="ip2")  # class scores, before the softmax
+    probs = net.forward(data=x)["prob"]
     np.save(out / "saliency" / "maps.npy", maps)
-    titles = [f"{digits.labels[i]} -> {p} ({s[p]:.2f})" for i, p, s in zip(picks, preds, scores)]
-    png = visualize.plot_saliency(images, maps, titles, out / "saliency.png",
-                                  title="input gradients |d prob[predicted] / d pixel| (label -> prediction)")
-    say(f"    {len(picks)} test digits: net.backward(prob=one-hot of the prediction) -> {_rel(png)}")
+    titles = [f"{digits.labels[i]} -> {p} ({q[p]:.2f})" for i, p, q in zip(picks, preds, probs)]
+    png = visualize.plot_saliency(images, maps, titles, out / "saliency.png", map_label="|d score / d pixel|",
+                                  title="saliency: |d ip2[predicted] / d pixel| (label -> prediction (prob))")
+    say(f"    {len(picks)} test digits: net.backward(start='ip2', ip2=one-hot of the prediction) -> {_rel(png)}")
     return png
 
 
@@ -304,11 +328,17 @@ def run(out: Path, data: Path | None, quick: bool) -> dict:
     cfg = QUICK if quick else FULL
     data = data or (out / "data" if quick else DEFAULT_DATA)
     prepare_out(out)
-    timings = {}
+    timings: dict = {}
 
-    def step(title):
-        timings[title] = time.perf_counter()
-        say(f"[{len(timings)}/6] {title}")
+    def step(title=None):
+        now = time.perf_counter()
+        if timings:
+            last = next(reversed(timings))
+            timings[last] = now - timings[last]
+            say(f"    ({timings[last]:.1f} s)")
+        if title:
+            timings[title] = now
+            say(f"[{len(timings)}/6] {title}")
 
     step("real digits -> PNG files -> LMDBs")
     digits = step_data(data, out, cfg)
@@ -323,15 +353,16 @@ def run(out: Path, data: Path | None, quick: bool) -> dict:
     saliency = step_saliency(out, weights, digits)
     step("training curves")
     curves = out / "lenet_curves.png"
-    run_tool(["plot", out / "train.log", "--out", curves, "--title", "LeNet on real digits"], out / "logs" / "plot.log")
+    run_command(["plot", out / "train.log", "--out", curves, "--title", "LeNet on real digits"], out / "logs" / "plot.log")
     ft_curves = out / "finetune_curves.png"
-    run_tool(["plot", out / "finetune" / "finetune_5to9.log", "--out", ft_curves,
+    run_command(["plot", out / "finetune" / "finetune_5to9.log", "--out", ft_curves,
               "--title", "finetuning on digits 5-9 from the 0-4 weights"], out / "logs" / "plot.log")
     say(f"    pipeline plot -> {_rel(curves)}, {_rel(ft_curves)}")
+    step()
     seconds = time.perf_counter() - t0
     summary = {"test_accuracy": accuracy, "finetune_accuracy": ft_accuracy, "features": [h5, out / "features" /
                "labels.npy"], "feature_difference": diff, "weights": weights, "out": out,
-               "pngs": [curves, ft_curves, saliency], "seconds": seconds}
+               "pngs": [curves, ft_curves, saliency], "seconds": seconds, "timings": timings}
     lines = [
         "",
         "Summary",
@@ -339,8 +370,8 @@ def run(out: Path, data: Path | None, quick: bool) -> dict:
         f"  finetuned accuracy on 5-9:  {ft_accuracy:.4f}",
         f"  features (ip1, HDF5):       {_rel(h5)}  (labels: {_rel(out / 'features' / 'labels.npy')})",
         f"  pictures in {_rel(out)}/:   " + ", ".join(p.name for p in summary["pngs"]),
-        f"  logs:                       {_rel(out / 'train.log')}, {_rel(out / 'test.log')}, "
-        f"{_rel(out / 'finetune')}/*.log",
+        (f"  logs:                       {_rel(out / 'train.log')}, {_rel(out / 'test.log')}, "
+         f"{_rel(out / 'finetune')}/*.log"),
         f"  time:                       {seconds:.0f} s",
     ]
     say("\n".join(lines))

@@ -47,3 +47,5 @@ def add_net_flags(p, phase_help: str) -> None:
     p.add_argument("--phase", default="", help=phase_help)
     p.add_argument("--level", type=int, default=0, help="Optional; network level.")
     p.add_argument("--stage", default="", help="Optional; network stages, separated by ','.")
+    p.add_argument("--no-python-layers", "--no_python_layers", dest="no_python_layers", action="store_true",
+                   help="Optional; refuse nets with type \"Python\" layers (they run code the prototxt names).")

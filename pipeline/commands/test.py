@@ -101,7 +101,8 @@ def test(argv) -> int:
     gpus = parse_gpus(a.gpu)
     with glog_to_stderr():
         device = single_device(gpus, _LOG.info)
-        net = Net(a.model, phase, level=a.level, stages=stages_from_flag(a.stage), device=device)
+        net = Net(a.model, phase, level=a.level, stages=stages_from_flag(a.stage), device=device,
+                  python_layers=not a.no_python_layers)
         net.copy_from(a.weights)
         _LOG.info(f"Running for {a.iterations} iterations.")
         score(net, a.iterations, _LOG.info)

@@ -41,6 +41,8 @@ from ..proto import caffe_pb2
 from ..solvers.glog import num
 from .common import add_net_flags, glog_to_stderr, phase_from_flag, stages_from_flag
 from .devices import Timer, parse_gpus, single_device
+from .. import fastpath
+from .fastflags import add_fast_flags, any_fast, fast_kwargs, time_whole_net
 from .flags import Parser
 
 _LOG = logging.getLogger("pipeline.time")
@@ -213,6 +215,7 @@ def time(argv) -> int:
     p = Parser(prog="pipeline time", description="Benchmark the execution time of a model, layer by layer.")
     add_net_flags(p, "Optional; network phase (TRAIN or TEST); default TRAIN.")
     p.add_argument("--weights", default="", help="Optional; weights (.caffemodel or .h5) to copy in first.")
+    add_fast_flags(p)
     a = p.parse_args(argv)
     if not a.model:
         raise ConfigError("Need a model definition to time (--model).")
@@ -222,8 +225,14 @@ def time(argv) -> int:
     gpus = parse_gpus(a.gpu)
     with glog_to_stderr():
         device = single_device(gpus, _LOG.info)
-        net = Net(a.model, phase, level=a.level, stages=stages_from_flag(a.stage), device=device)
+        if device.type == "cuda":
+            fastpath.cudnn_benchmark(a.cudnn_benchmark)
+        net = Net(a.model, phase, level=a.level, stages=stages_from_flag(a.stage), device=device,
+                  python_layers=not a.no_python_layers, **fast_kwargs(a))
         if a.weights:
             net.copy_from(a.weights)
-        benchmark(net, a.iterations, _LOG.info)
+        if any_fast(a):  # fused / compiled / autocast: whole-net times (fastflags.time_whole_net)
+            time_whole_net(net, a.iterations, _LOG.info)
+        else:
+            benchmark(net, a.iterations, _LOG.info)
     return 0

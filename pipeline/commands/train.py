@@ -1,7 +1,7 @@
 """``pipeline train``: train or finetune a model, as ``caffe train`` does (tools/caffe.cpp ``train()``).
 
-    pipeline train --solver S [--weights W1[,W2...]] [--snapshot X.solverstate] [--gpu 0]
-                   [--level N] [--stage a,b] [--sigint_effect stop|snapshot|none]
+    pipeline train --solver S [--weights W1[,W2...]] [--snapshot X.solverstate] [--gpu 0|0,1|all]
+                   [--nproc N] [--level N] [--stage a,b] [--sigint_effect stop|snapshot|none]
                    [--sighup_effect snapshot|stop|none]
 
 - ``--weights`` replaces the solver's ``weights`` field: the listed models are copied
@@ -10,8 +10,12 @@
 - ``--level`` / ``--stage`` go into the solver's ``train_state``.
 - Without ``--gpu``, an explicit ``solver_mode: GPU`` means GPU ``device_id`` (default 0)
   and an unset ``solver_mode`` the CPU, as in Caffe; when this machine has no CUDA
-  device the run uses the CPU and says so (Caffe would abort). Several GPUs are refused
-  for now (data-parallel training is a later issue).
+  device the run uses the CPU and says so (Caffe would abort).
+- Data-parallel training (``pipeline.solvers.distributed``, ``launch.py``): ``--gpu 0,1`` /
+  ``--gpu all`` starts one process per GPU (NCCL), ``--nproc N`` N CPU processes (gloo);
+  under ``torchrun`` (``$WORLD_SIZE`` set) this process is one rank, on GPU
+  ``ids[$LOCAL_RANK]`` of ``--gpu``. ``batch_size`` is per process, gradients are
+  averaged, rank 0 tests, logs and snapshots.
 - Signals are polled between iterations (and between test batches), as Caffe's
   ``SignalHandler``: SIGINT defaults to ``stop`` and SIGHUP to ``snapshot``. A stop
   still writes the final snapshot (``snapshot_after_train``), so Ctrl-C leaves a
@@ -32,10 +36,13 @@ import torch
 
 from ..errors import ConfigError
 from ..proto import caffe_pb2
+from ..solvers import distributed
 from ..solvers.solver import get_solver, read_solver_file
 from .common import glog_to_stderr, stages_from_flag
 from .devices import cuda_count, parse_gpus
+from .fastflags import add_fast_flags, configure_solver
 from .flags import Parser
+from .launch import spawn_training
 
 _LOG = logging.getLogger("pipeline.train")
 EFFECTS = ("stop", "snapshot", "none")
@@ -80,7 +87,15 @@ class SignalHandler:
         return "none"
 
 
-def _device(gpu: str, param: caffe_pb2.SolverParameter) -> torch.device:
+def _device(gpu: str, param: caffe_pb2.SolverParameter, world=None) -> torch.device:
+    if world is not None and gpu:  # one rank of a data-parallel run: its own GPU of the list
+        gpus = parse_gpus(gpu)
+        if world.local_rank >= len(gpus):
+            raise ConfigError(f"--gpu {gpu}: LOCAL_RANK {world.local_rank} has no GPU of its own in this list")
+        gpu = str(gpus[world.local_rank])
+    if world is not None and not gpu:  # ranks without --gpu train on the CPU (gloo), whatever solver_mode says
+        _LOG.info("Use CPU.")
+        return torch.device("cpu")
     if not gpu and param.HasField("solver_mode") and param.solver_mode == caffe_pb2.SolverParameter.GPU:
         if cuda_count() == 0:
             _LOG.info("solver_mode is GPU but no CUDA device is available; using the CPU")
@@ -114,7 +129,19 @@ def train(argv) -> int:
     p.add_argument("--sigint_effect", default="stop", help="Optional; action on SIGINT: snapshot, stop or none.")
     p.add_argument("--sighup_effect", default="snapshot", help="Optional; action on SIGHUP: snapshot, stop or none.")
     p.add_argument("--iterations", type=int, default=50, help="Unused by train (as in Caffe).")
+    p.add_argument("--nproc", type=int, default=0, help="Optional; data-parallel CPU processes (gloo).")
+    add_fast_flags(p)
+    p.add_argument("--allow_nonfinite", action="store_true", help="Optional; keep training when the loss is NaN "
+                   "or infinite, as Caffe does (default: stop, naming the iteration and the first bad layer).")
+    p.add_argument("--no-python-layers", "--no_python_layers", dest="no_python_layers", action="store_true",
+                   help="Optional; refuse nets with type \"Python\" layers (they run code the prototxt names).")
     a = p.parse_args(argv)
+    world = distributed.world_from_env()
+    if world is None and (a.nproc > 1 or len(parse_gpus(a.gpu)) > 1):
+        if a.nproc > 1 and a.gpu:
+            raise ConfigError(f"Give --nproc {a.nproc} for CPU processes or --gpu {a.gpu} for one process per GPU, "
+                              "not both")
+        return spawn_training(argv, max(a.nproc, len(parse_gpus(a.gpu))))
     if not a.solver:
         raise ConfigError("Need a solver definition to train (--solver S.prototxt).")
     if a.snapshot and a.weights:
@@ -125,19 +152,29 @@ def train(argv) -> int:
         param = read_solver_file(a.solver)
         param.train_state.level = a.level
         param.train_state.stage.extend(stages_from_flag(a.stage))
-        device = _device(a.gpu, param)
+        device = _device(a.gpu, param, world)
+        if world is not None:
+            distributed.init_process_group(world, "nccl" if device.type == "cuda" else "gloo")
+            if world.rank != 0:  # Caffe's root solver logs; the others only warn
+                logging.getLogger("pipeline").setLevel(logging.WARNING)
         if a.snapshot or a.weights:  # the flags replace the solver's own weights field
             param.ClearField("weights")
             if a.weights:
                 param.weights.append(a.weights)
         with handler:
-            solver = get_solver(param, device=device, source=a.solver)
-            solver.metrics_path = f"{param.snapshot_prefix}_metrics.jsonl"
+            make = get_solver if world is None else distributed.get_solver
+            solver = make(param, device=device, source=a.solver, allow_nonfinite=a.allow_nonfinite,
+                          python_layers=not a.no_python_layers)
+            solver.metrics_path = f"{param.snapshot_prefix}_metrics.jsonl" if getattr(solver, "rank", 0) == 0 else None
             solver.set_action_function(handler.action)
+            configure_solver(solver, a, device)
             if a.snapshot:
                 _LOG.info("Resuming from %s", a.snapshot)
                 solver.restore(a.snapshot)
             _LOG.info("Starting Optimization")
-            solver.solve()
+            try:
+                solver.solve()
+            finally:
+                distributed.destroy_process_group()
         _LOG.info("Optimization Done.")
     return 0

@@ -8,6 +8,7 @@ so a database built here holds the pixels Caffe's would:
   (``IMREAD_COLOR``), or H×W×1 for ``color=False`` (``IMREAD_GRAYSCALE``).
   ``color=None`` keeps the file's own kind (1 channel for a gray file, else 3),
   like Caffe's ``DecodeDatumToCVMatNative`` less any alpha channel.
+  ``decode_image_view`` returns the same pixels as a read-only view (no copy).
 - ``resize_bilinear(img, height, width)``: ``cv::resize(..., INTER_LINEAR)`` on
   uint8, bit-exact with OpenCV's fixed-point path (see its docstring).
 - ``read_image(path, color, height, width)``: Caffe's ``ReadImageToCVMat``.
@@ -72,10 +73,16 @@ _ENCODERS = {
 ENCODE_TYPES = frozenset(v[0] for v in _ENCODERS.values())  # canonical names encode_image writes
 
 
-def _pil():
-    from PIL import Image, ImageOps
+_PIL = None
 
-    return Image, ImageOps
+
+def _pil():
+    global _PIL
+    if _PIL is None:  # imported once (decoding is on the data layers' hot path)
+        from PIL import Image, ImageOps
+
+        _PIL = (Image, ImageOps)
+    return _PIL
 
 
 def canonical_type(ext: str) -> str:
@@ -113,6 +120,8 @@ def _open(data: bytes, what: str):
 
 
 def _orientation(im) -> int:
+    if im.format == "JPEG" and "exif" not in im.info:
+        return 1  # no APP1 Exif segment, nothing to read (getexif() costs ~70 us an image)
     try:
         return int(im.getexif().get(0x0112, 1))
     except Exception:  # noqa: BLE001 - a broken EXIF block means no rotation, as for OpenCV
@@ -167,10 +176,21 @@ def decode_image(data: bytes, color: bool | None = True, what: str = "image") ->
         what: names the image in errors (a path, a list line or a database key).
 
     Returns:
-        uint8 array of shape (H, W, 3) in BGR order or (H, W, 1).
+        uint8 array of shape (H, W, 3) in BGR order or (H, W, 1), C-contiguous.
 
     Raises:
         DataError naming ``what`` when the bytes are not a decodable image.
+    """
+    return np.ascontiguousarray(decode_image_view(data, color, what))
+
+
+def decode_image_view(data: bytes, color: bool | None = True, what: str = "image") -> np.ndarray:
+    """``decode_image`` without the final copy: a read-only (H, W, C) uint8 view, any strides.
+
+    A colour image is a channel-reversed view of the decoder's RGB pixels and a
+    gray image read in colour a broadcast of one plane, so nothing is copied after
+    decoding; the data layers crop, mirror and lay out channels in one pass
+    (``DataTransformer``). Same pixels and errors as ``decode_image``.
     """
     _, ImageOps = _pil()
     im = _open(data, what)
@@ -185,17 +205,16 @@ def decode_image(data: bytes, color: bool | None = True, what: str = "image") ->
         im.load()
         wide = _as_uint8(im)
         if color:
-            if wide is not None:
-                arr = np.repeat(wide[:, :, None], 3, axis=2)
-            elif im.mode in ("L", "1"):
-                arr = np.repeat(np.asarray(im.convert("L"))[:, :, None], 3, axis=2)
+            if wide is not None or im.mode in ("L", "1"):
+                plane = wide if wide is not None else np.asarray(im if im.mode == "L" else im.convert("L"))
+                arr = np.broadcast_to(plane[:, :, None], plane.shape + (3,))
             else:
-                arr = np.asarray(im.convert("RGB"))[:, :, ::-1]
+                arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))[:, :, ::-1]
         else:
             if wide is not None:
                 arr = wide
             elif im.mode in ("L", "1", "LA", "La"):
-                arr = np.asarray(im.convert("L") if im.mode != "LA" else im.getchannel(0))
+                arr = np.asarray(im if im.mode == "L" else im.convert("L") if im.mode != "LA" else im.getchannel(0))
             else:
                 arr = _gray_from_rgb(np.asarray(im.convert("RGB")), fmt)
             arr = arr[:, :, None]
@@ -203,21 +222,24 @@ def decode_image(data: bytes, color: bool | None = True, what: str = "image") ->
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is an undecodable image
         raise DataError(f"{what}: not a decodable image ({e})") from None
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    if arr.dtype != np.uint8:  # pragma: no cover - every branch above yields uint8
+        arr = arr.astype(np.uint8)
+    return arr
 
 
-def read_image(path, color: bool = True, height: int = 0, width: int = 0) -> np.ndarray:
+def read_image(path, color: bool = True, height: int = 0, width: int = 0, view: bool = False) -> np.ndarray:
     """Caffe's ``ReadImageToCVMat``: decode ``path``, then resize when both height and width > 0.
 
-    Returns (H, W, 3) BGR or (H, W, 1) uint8. A missing or undecodable file is a DataError.
+    Returns (H, W, 3) BGR or (H, W, 1) uint8 (``view=True``: a read-only view, as
+    ``decode_image_view``, when not resized). A missing or undecodable file is a DataError.
     """
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    img = decode_image(data, color, what=str(path))
+    img = (decode_image_view if view else decode_image)(data, color, what=str(path))
     if height > 0 and width > 0:
-        img = resize_bilinear(img, height, width)
+        img = resize_bilinear(np.ascontiguousarray(img), height, width)
     return img
 
 

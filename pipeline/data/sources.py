@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..proto import caffe_pb2
 from .db import open_reader
+from .prefetch import BatchBuffers, BatchPlan
 from .rng import CaffeRNG
 
 TRAIN = caffe_pb2.TRAIN
@@ -100,16 +101,21 @@ class _Stream:
 def decode_datum(value: bytes, color, what: str):
     """Datum bytes -> (C×H×W array: uint8 raw/encoded or float32 float_data, label).
 
+    The array is a read-only view of the record's pixels where possible
+    (``datum.raw_datum_view`` for raw records, else ``datum.datum_to_view``).
     ``what`` (layer, key and database) is put in front of any DataError.
     """
-    from .datum import datum_to_array, parse_datum
+    from .datum import datum_to_view, parse_datum, raw_datum_view
 
+    fast = raw_datum_view(value)
+    if fast is not None:
+        return fast
     try:
         datum = parse_datum(value)
-        arr = np.asarray(datum_to_array(datum, color=color))
+        arr = datum_to_view(datum, color=color)
     except DataError as e:
         raise DataError(f"{what}: {e}") from None
-    if arr.dtype != np.uint8:
+    if arr.dtype != np.uint8 and arr.dtype != np.float32:
         arr = arr.astype(np.float32)
     return arr, datum.label
 
@@ -150,6 +156,7 @@ class DatumSource(_Stream):
         self._it = None
         self._it_pos = -1
         self._size = None
+        self._buffers = BatchBuffers()  # batch arrays the consumer has let go of are refilled
 
     def _open(self):
         if self._reader is None:
@@ -190,23 +197,37 @@ class DatumSource(_Stream):
         arr, _ = decode_datum(value, self.transformer.decode_color, self.where + self._what(key))
         return tuple(arr.shape)
 
-    def next_batch(self):
+    def plan_batch(self):
+        """Read the batch's records and draw its random words in order; items are filled later.
+
+        The first record is decoded here: it sizes the batch, as in Caffe's load_batch.
+        """
         self._open()
-        items, labels, names = [], [], []
-        while len(items) < self.batch_size:
+        records = []
+        while len(records) < self.batch_size:
             pos = self.offset % self._size
             key, value = self._next_record(pos)
             if self.keep(self.offset):
-                what = self._what(key)
-                arr, label = decode_datum(value, self.transformer.decode_color, self.where + what)
-                items.append(arr)
-                labels.append(label)
-                names.append(what)
+                records.append((key, value))
             self.offset += 1
-        data = self.transformer.transform_batch(items, names=names)
-        if not self.labels:
-            return (data,)
-        return data, np.asarray(labels, dtype=np.float32)
+        n = len(records)
+        tf, color = self.transformer, self.transformer.decode_color
+        words = tf.draw_words(n)
+        first_what = self._what(records[0][0])
+        first = decode_datum(records[0][1], color, self.where + first_what)
+        data = self._buffers.empty((n,) + tf.infer_shape(first[0].shape, first_what), np.float32)
+        labels = np.empty(n, np.float32)
+
+        def fill(i):
+            key, value = records[i]
+            what = self._what(key)
+            arr, labels[i] = first if i == 0 else decode_datum(value, color, self.where + what)
+            tf.transform_item(data[i], arr, words[i], what)
+
+        return BatchPlan(n, fill, (data, labels) if self.labels else (data,))
+
+    def next_batch(self):
+        return self.plan_batch().run()
 
     def state(self) -> dict:
         return {"offset": self.offset, "transform_rng": self.transformer.rng.get_state()}
@@ -265,6 +286,7 @@ class ImageListSource(_Stream):
         self.shuffle, self.where = bool(shuffle), where
         self._shuffle_rng = CaffeRNG(seed, stream=2)
         self._perm_epoch, self._perm_state, self._perm = -1, None, None
+        self._buffers = BatchBuffers()
         n = len(lines)
         self.offset = CaffeRNG(seed, stream=3).rand(rand_skip) if rand_skip else 0
         if self.offset >= n:
@@ -288,31 +310,46 @@ class ImageListSource(_Stream):
         return self.lines[int(perm[i]) if perm is not None else i]
 
     def read(self, line) -> np.ndarray:
-        """The C×H×W uint8 image of one list entry."""
+        """The C×H×W uint8 image of one list entry (a read-only view when not resized)."""
         from .image import read_image
 
         path, _, lineno = line
         try:
-            img = read_image(self.root_folder + path, self.is_color, self.new_height, self.new_width)
+            img = read_image(self.root_folder + path, self.is_color, self.new_height, self.new_width, view=True)
         except DataError as e:
             raise DataError(f"{self.where}{self.list_path}:{lineno}: Could not load {path}: {e}") from None
-        return img.transpose(2, 0, 1) if img.ndim == 3 else img[None]
+        return img.transpose(2, 0, 1)
 
     def first_item_shape(self) -> tuple:
         """(C, H, W) of the first image this source will read."""
         return tuple(self.read(self._line(self.offset)).shape)
 
-    def next_batch(self):
-        items, labels, names = [], [], []
-        while len(items) < self.batch_size:
+    def plan_batch(self):
+        """Pick the batch's lines and draw its random words in order; images are read later.
+
+        The first image is read here: it sizes the batch, as in Caffe's load_batch.
+        """
+        lines = []
+        while len(lines) < self.batch_size:
             if self.keep(self.offset):
-                line = self._line(self.offset)
-                items.append(self.read(line))
-                labels.append(line[1])
-                names.append(f"{self.list_path}:{line[2]} ({line[0]})")
+                lines.append(self._line(self.offset))
             self.offset += 1
-        data = self.transformer.transform_batch(items, names=names)
-        return data, np.asarray(labels, dtype=np.float32)
+        n, tf = len(lines), self.transformer
+        words = tf.draw_words(n)
+        first = self.read(lines[0])
+        data = self._buffers.empty((n,) + tf.infer_shape(first.shape, self._name(lines[0])), np.float32)
+        labels = np.asarray([line[1] for line in lines], dtype=np.float32)
+
+        def fill(i):
+            tf.transform_item(data[i], first if i == 0 else self.read(lines[i]), words[i], self._name(lines[i]))
+
+        return BatchPlan(n, fill, (data, labels))
+
+    def _name(self, line) -> str:
+        return f"{self.list_path}:{line[2]} ({line[0]})"
+
+    def next_batch(self):
+        return self.plan_batch().run()
 
     def state(self) -> dict:
         if self.shuffle and self._perm_epoch < 0:
@@ -354,7 +391,11 @@ def load_hdf5_tops(path, tops, where="") -> list[np.ndarray]:
                     f"{where}Failed to find HDF5 dataset '{name}' in {path} "
                     f"(datasets: {', '.join(sorted(f.keys())) or 'none'})"
                 )
-            arr = np.asarray(f[name][()], dtype=np.float32)
+            try:
+                arr = np.asarray(f[name][()], dtype=np.float32)
+            except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:  # damaged or truncated file
+                raise DataError(f"{where}{path}: cannot read dataset '{name}' (damaged or truncated HDF5 file? "
+                                f"{type(e).__name__}: {e})") from None
             if arr.ndim < 1:
                 raise DataError(f"{where}{path}: dataset '{name}' must have at least 1 axis")
             arrays.append(np.ascontiguousarray(arr))

@@ -18,6 +18,7 @@ def atomic_path(path):
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
@@ -29,6 +30,12 @@ def atomic_path(path):
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -126,7 +126,30 @@ def parse_binary(data: bytes, message, path="<bytes>", what: str | None = None):
         where = locate_wire_error(data, message.DESCRIPTOR)
         detail = where or str(e) or "malformed data"
         raise ParseError(path, f"not a valid binary {what}: {detail}") from None
+    bad = _bad_string(message)
+    if bad:
+        raise ParseError(path, f"not a valid binary {what}: {bad}")
     return message
+
+
+def _bad_string(message, path: str = "") -> str | None:
+    """The first string field that is not UTF-8 (a damaged name would otherwise fail
+    later, far from the file), or None."""
+    for fd, value in message.ListFields():
+        here = f"{path}.{fd.name}" if path else fd.name
+        if fd.type == FieldDescriptor.TYPE_MESSAGE:
+            items = enumerate(value) if is_repeated(fd) else [(None, value)]
+            for i, sub in items:
+                bad = _bad_string(sub, here if i is None else f"{here}[{i}]")
+                if bad:
+                    return bad
+        elif fd.type == FieldDescriptor.TYPE_STRING:
+            # protobuf hands back bytes (not str) for a proto2 string that is not UTF-8
+            for i, v in enumerate(value if is_repeated(fd) else [value]):
+                if isinstance(v, bytes):
+                    name = f"{here}[{i}]" if is_repeated(fd) else here
+                    return f"{name}: {v[:40]!r} is not UTF-8 text"
+    return None
 
 
 def read_binary(path, message, what: str | None = None):

@@ -7,10 +7,15 @@ A BlobProto's shape is ``shape.dim`` when present, else the legacy 4-d
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import ShapeError
 from ..proto import caffe_pb2
+
+MAX_AXES = 32  # Caffe's kMaxBlobAxes
+MAX_COUNT = 2**31 - 1  # Caffe's Blob::Reshape: count must fit an int (CHECK_LE(count_, INT_MAX))
 
 
 def blob_shape(blob: caffe_pb2.BlobProto) -> tuple:
@@ -79,13 +84,30 @@ def _packed_values(blob: caffe_pb2.BlobProto, number: int, dtype) -> np.ndarray:
     return chunks[0].copy() if len(chunks) == 1 else np.concatenate(chunks)
 
 
+def check_shape(shape, what: str = "blob") -> int:
+    """The element count of ``shape`` after Caffe's ``Blob::Reshape`` checks, computed
+    exactly (Python ints: a shape claiming 10^12 x 10^12 elements cannot wrap around).
+
+    Raises ShapeError for a negative dimension, more than 32 axes or more than
+    INT_MAX elements, before anything is allocated from the claimed shape.
+    """
+    if len(shape) > MAX_AXES:
+        raise ShapeError(f"{what}: shape has {len(shape)} axes, Caffe's limit is {MAX_AXES}")
+    if any(d < 0 for d in shape):
+        raise ShapeError(f"{what}: shape {tuple(shape)} has a negative dimension")
+    count = math.prod(shape)
+    if count > MAX_COUNT:
+        raise ShapeError(f"{what}: shape {tuple(shape)} claims {count:,} elements, over Caffe's limit of {MAX_COUNT:,}")
+    return count
+
+
 def blobproto_to_array(blob: caffe_pb2.BlobProto, return_diff: bool = False, what: str = "blob") -> np.ndarray:
     """The values (or diffs) of ``blob`` as an array of its shape (float32 or float64)."""
     shape = blob_shape(blob)
+    expected = check_shape(shape, what)
     f32, f64 = (6, 9) if return_diff else (5, 8)
     doubles = len(blob.double_diff if return_diff else blob.double_data)
     vals = _packed_values(blob, f64, "<f8") if doubles else _packed_values(blob, f32, "<f4")
-    expected = int(np.prod(shape)) if shape else 1
     if vals.size != expected:
         raise ShapeError(f"{what}: shape {shape} needs {expected} values, the file holds {vals.size}")
     return vals.reshape(shape)

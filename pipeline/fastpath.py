@@ -1,0 +1,308 @@
+"""Fast paths of a Net: channels_last, BatchNorm folding and ReLU fusion, torch.compile, mixed precision.
+
+``Net(..., channels_last=True, compile=True, precision="bf16", fuse=True)`` or
+``configure(net, ...)`` on a built net (``pipeline train/time`` flags ``--channels_last``,
+``--compile``, ``--precision``, ``--no_fuse``, ``--cudnn_benchmark``).
+
+- **channels_last**: 4-d parameters (convolution filters) move to
+  ``torch.channels_last``; convolutions then produce NHWC activations (oneDNN on CPU,
+  cuDNN on GPU pick NHWC kernels). Values are those of the NCHW path within float
+  rounding (another summation order inside the convolution), not bit for bit.
+- **fuse** (default on for nets without a backward pass: TEST phase without
+  ``force_backward``): a Convolution followed directly by *in-place* BatchNorm
+  (global statistics), Scale and/or ReLU layers on its top -- ResNet's
+  ``conv -> bn -> scale -> relu`` on one blob, CaffeNet's ``conv -> relu`` -- runs as one
+  convolution with folded filters::
+
+      s  = gamma / sqrt(var + eps)        (gamma = 1 without Scale; var, mean: BatchNorm's
+      W' = W * s[o]                        blobs times its 1/b2 factor, as the layer)
+      b' = (b - mean) * s + beta
+
+  followed by an in-place ReLU. Folding is done in float64 and cached until a
+  parameter changes (``copy_from``, numpy writes). Only in-place chains are fused, so
+  every blob a user can read holds what Caffe's would (the in-place blob ends as the
+  chain's output in Caffe too); values agree within float rounding. ``fuse=False``
+  turns it off.
+- **compile**: the layers after the inputs and data layers run as one
+  ``torch.compile``d function (the whole forward; data layers stay eager). The first
+  call compiles (seconds to minutes); a new input shape recompiles.
+- **precision**: ``"bf16"`` or ``"fp16"`` runs the forward under ``torch.autocast`` (on
+  CUDA; ``bf16`` also on the CPU); parameters, gradients, the solver's update and every
+  blob a user reads stay float32 (blobs are cast back after the forward). ``"fp16"``
+  adds dynamic loss scaling (``LossScaler``): the loss tops' gradient is multiplied by
+  the scale during backward and the solver divides it out (and skips the update on an
+  overflow, halving the scale) -- what ``torch.amp.GradScaler`` does for optimizers.
+
+``cudnn_benchmark(True)`` sets ``torch.backends.cudnn.benchmark`` (cuDNN autotuning for
+fixed shapes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blob import _HostMirror
+from .errors import ConfigError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cudnn_benchmark(on: bool = True) -> None:
+    """cuDNN autotuning: pick the fastest convolution algorithm per shape (GPU only)."""
+    torch.backends.cudnn.benchmark = bool(on)
+
+
+class LossScaler:
+    """Dynamic loss scaling for fp16 (``GradScaler``'s rule): start at ``init``; an
+    overflow halves the scale and skips the update; ``growth_interval`` clean steps
+    double it."""
+
+    def __init__(self, init: float = 2.0**16, growth_interval: int = 2000):
+        self.scale = float(init)
+        self.growth_interval = int(growth_interval)
+        self._clean = 0
+
+    def unscale_(self, grads) -> bool:
+        """Divide the gradients by the scale; True when they are all finite."""
+        inv = 1.0 / self.scale
+        finite = True
+        for g in grads:
+            g.mul_(inv)
+            finite = finite and bool(torch.isfinite(g).all())
+        if finite:
+            self._clean += 1
+            if self._clean >= self.growth_interval:
+                self.scale, self._clean = self.scale * 2.0, 0
+        else:
+            self.scale, self._clean = self.scale * 0.5, 0
+        return finite
+
+
+class _WatchedMirror(_HostMirror):
+    """The net's host mirror, counting parameter views handed out: on the CPU a numpy
+    view writes straight into the tensor (no version bump), so the folded filters are
+    recomputed after any ``net.params[...]`` access."""
+
+    def __init__(self, base: _HostMirror):
+        super().__init__()
+        self._arrays = base._arrays
+        self.param_views = 0
+
+    def view(self, key, tensor):
+        if isinstance(key[0], tuple):  # ParamBlob keys: ((layer, index), "data"|"diff")
+            self.param_views += 1
+        return super().view(key, tensor)
+
+
+class _Passthrough(nn.Module):
+    """A fused layer's place in the run: its (in-place) top is its bottom."""
+
+    def forward(self, x):
+        return x
+
+
+class FusedConv(nn.Module):
+    """Convolution (+ BatchNorm) (+ Scale) (+ ReLU) as one convolution (module notes)."""
+
+    def __init__(self, conv, bn=None, scale=None, relu=None, channels_last=False, mirror=None):
+        super().__init__()
+        self.mirror = mirror
+        self.conv, self.bn, self.scale, self.relu = conv, bn, scale, relu
+        self.channels_last = channels_last
+        self._key = None
+        self._w = self._b = None
+
+    def _params(self):
+        ps = list(self.conv.blobs)
+        for m in (self.bn, self.scale):
+            if m is not None:
+                ps += list(m.blobs)
+        return ps
+
+    @torch.no_grad()
+    def _fold(self):
+        key = tuple((p.data_ptr(), p._version) for p in self._params())
+        key += (self.mirror.param_views if self.mirror is not None else 0,)
+        if key == self._key:
+            return
+        conv = self.conv
+        w = conv.blobs[0].detach().double()
+        o = w.shape[0]
+        b = conv.blobs[1].detach().double() if conv.bias_term else torch.zeros(o, dtype=w.dtype, device=w.device)
+        if self.bn is not None or self.scale is not None:
+            s = torch.ones(o, dtype=w.dtype, device=w.device)
+            shift = torch.zeros_like(s)
+            if self.bn is not None:
+                bn = self.bn.blobs
+                b2 = bn[2].detach().double()
+                f = torch.where(b2 == 0, torch.zeros_like(b2), b2.reciprocal())
+                mean, var = bn[0].detach().double() * f, bn[1].detach().double() * f
+                s = 1.0 / torch.sqrt(var + self.bn.eps)
+                shift = -mean * s
+            if self.scale is not None:
+                gamma = self.scale.blobs[0].detach().double().reshape(-1)
+                s, shift = s * gamma, shift * gamma
+                if self.scale.bias_term:
+                    shift = shift + self.scale.blobs[1].detach().double().reshape(-1)
+            w = w * s.view(-1, *([1] * (w.dim() - 1)))
+            b = b * s + shift
+        w = w.float()
+        if self.channels_last and w.dim() == 4:
+            w = w.contiguous(memory_format=torch.channels_last)
+        self._w, self._b, self._key = w, b.float(), key
+
+    def forward(self, x):
+        self._fold()
+        c = self.conv
+        y = _CONV[c.num_spatial](x, self._w, self._b, c.strides, c.pads, c.dilations, c.group)
+        if self.relu is not None:
+            slope = self.relu.negative_slope
+            y = F.relu_(y) if slope == 0 else F.leaky_relu_(y, slope)
+        return y
+
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _in_place(step, blob) -> bool:
+    _, bottoms, tops, _, is_input = step
+    return not is_input and list(bottoms) == [blob] and list(tops) == [blob]
+
+
+def fuse_steps(steps: list, channels_last: bool = False, mirror=None) -> tuple[list, int]:
+    """The net's run steps with in-place conv/BN/Scale/ReLU chains fused; (steps, chains fused)."""
+    steps = list(steps)
+    fused = 0
+    for i, (layer, bottoms, tops, detach, is_input) in enumerate(steps):
+        if (is_input or getattr(layer, "type", "") != "Convolution" or len(bottoms) != 1 or len(tops) != 1
+                or getattr(layer, "channel_axis", 1) != 1 or getattr(layer, "transposed", False)):
+            continue
+        blob, j, parts = tops[0], i + 1, {}
+        for kind in ("BatchNorm", "Scale", "ReLU"):
+            if j < len(steps) and getattr(steps[j][0], "type", "") == kind and _in_place(steps[j], blob):
+                m = steps[j][0]
+                if kind == "BatchNorm" and not m.use_global_stats:
+                    break
+                if kind == "Scale" and (m.num_bottoms != 1 or m.axis != 1 or m.num_axes != 1):
+                    break
+                parts[kind] = j
+                j += 1
+        if not parts:
+            continue
+        mods = {k: steps[idx][0] for k, idx in parts.items()}
+        conv = FusedConv(layer, mods.get("BatchNorm"), mods.get("Scale"), mods.get("ReLU"), channels_last, mirror)
+        steps[i] = (conv, bottoms, tops, detach, is_input)
+        for idx in parts.values():
+            _, b, t, d, inp = steps[idx]
+            steps[idx] = (_Passthrough(), b, t, d, inp)
+        fused += 1
+    return steps, fused
+
+
+class FastPath:
+    """How one Net runs its forward (module notes); ``Net._run`` hands over to ``run``."""
+
+    def __init__(self, net, channels_last=False, compile=False, precision="fp32", fuse=None):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"{net.source}: precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        self.dtype = PRECISIONS[precision]
+        self.precision = precision
+        if self.dtype is torch.float16 and net.device.type != "cuda":
+            raise ConfigError(f"{net.source}: precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            net.module.to(memory_format=torch.channels_last)
+        trains = net.phase == 0 or net.force_backward
+        self.fuse = (not trains) if fuse is None else bool(fuse)
+        if self.fuse and trains:
+            raise ConfigError(f"{net.source}: fuse=True needs a net without backward (TEST phase, no force_backward)")
+        steps = list(net._steps)
+        self.fused = 0
+        if self.fuse:
+            if not isinstance(net._host, _WatchedMirror):
+                net._host = _WatchedMirror(net._host)
+            steps, self.fused = fuse_steps(steps, self.channels_last, net._host)
+        self.steps = steps
+        self.plain_steps = list(net._steps)  # a backward on a fused net (param diffs) runs unfused
+        n_head = 0
+        while n_head < len(steps) and (steps[n_head][4] or not steps[n_head][1]):
+            n_head += 1  # inputs and data layers: always eager
+        self.n_head = n_head
+        self.compile = bool(compile)
+        backend = compile if isinstance(compile, str) else "inductor"
+        self._compiled = torch.compile(self._body, dynamic=False, backend=backend) if self.compile else None
+        self.scaler = LossScaler() if self.dtype is torch.float16 and trains else None
+
+    def _body(self, vals: dict) -> dict:
+        vals = dict(vals)
+        for layer, bottoms, tops, detach, _ in self.steps[self.n_head:]:
+            args = [vals[b] for b in bottoms]
+            if any(detach):
+                args = [a.detach() if d else a for a, d in zip(args, detach)]
+            out = layer(*args)
+            for t, o in zip(tops, (out,) if isinstance(out, torch.Tensor) else out):
+                vals[t] = o
+        return vals
+
+    def _run_steps(self, net, steps, vals, grad):
+        from .net import _to_device
+
+        for layer, bottoms, tops, detach, is_input in steps:
+            if is_input:
+                for t in tops:
+                    x = net._inputs[t]
+                    if grad and net.force_backward and not x.requires_grad:
+                        x.requires_grad_(True)
+                    vals[t] = x
+                continue
+            args = [vals[b] for b in bottoms]
+            if any(detach):
+                args = [a.detach() if d else a for a, d in zip(args, detach)]
+            out = layer(*args)
+            if not bottoms:
+                out = _to_device(out, net.device)
+            for t, o in zip(tops, (out,) if isinstance(out, torch.Tensor) else out):
+                vals[t] = o
+
+    def run(self, net, i0: int, i1: int, grad: bool) -> None:
+        """Layers i0..i1 of ``net`` (as ``Net._run``), on the fast path."""
+        vals = net._values
+        whole = i0 == 0 and i1 == len(self.steps) - 1
+        steps = self.plain_steps if grad and self.fused else self.steps
+        amp = (torch.autocast(net.device.type, dtype=self.dtype) if self.dtype is not None
+               else torch.autocast(net.device.type, enabled=False))
+        with torch.set_grad_enabled(grad), amp:
+            if whole and self._compiled is not None and steps is self.steps:
+                self._run_steps(net, self.steps[: self.n_head], vals, grad)
+                vals.update(self._compiled({k: vals[k] for _, b, t, _, _ in self.steps[: self.n_head] for k in t}))
+            else:
+                self._run_steps(net, steps[i0 : i1 + 1], vals, grad)
+        for t, v in vals.items():
+            if v.dtype in (torch.float16, torch.bfloat16):
+                vals[t] = v.float()
+            if tuple(vals[t].shape) != net._blob_shapes.get(t, tuple(vals[t].shape)):
+                net._blob_shapes[t] = tuple(vals[t].shape)
+        if grad and self.scaler is not None:
+            for name, _ in net._loss_tops:
+                t = vals.get(name)
+                if t is not None and t.requires_grad:
+                    t.register_hook(lambda g, s=self.scaler: g * s.scale)
+        net._recorded = grad
+
+
+def configure(net, channels_last=False, compile=False, precision="fp32", fuse=None):
+    """Put ``net`` on the fast path (module notes); returns the ``FastPath`` (also ``net._fast``).
+
+    All defaults (and ``fuse`` None on a training net) leave the net's plain path."""
+    if not (channels_last or compile or precision != "fp32" or fuse is not None or net.phase == 1):
+        net._fast = None
+        return None
+    fp = FastPath(net, channels_last, compile, precision, fuse)
+    plain = not (fp.channels_last or fp.compile or fp.dtype is not None or fp.fused)
+    net._fast = None if plain else fp
+    return net._fast
+
+
+__all__ = ["configure", "cudnn_benchmark", "FastPath", "FusedConv", "LossScaler", "fuse_steps", "PRECISIONS"]
