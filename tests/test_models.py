@@ -399,7 +399,7 @@ def test_lenet_weights_round_trip(tmp_path):
 # (field: value) from the published schedules; lr values as float32 like the proto.
 SCHEDULES = {
     "lenet": {"base_lr": 0.01, "lr_policy": "inv", "gamma": 1e-4, "power": 0.75, "momentum": 0.9,
-              "weight_decay": 5e-4, "max_iter": 10_000, "test_iter": [100], "test_interval": 500},
+              "weight_decay": 5e-4, "max_iter": 1400, "test_iter": [5], "test_interval": 200},  # 500 real digits
     "cifar10_quick": {"base_lr": 0.001, "lr_policy": "multistep", "gamma": 0.1, "stepvalue": [4000],
                       "momentum": 0.9, "weight_decay": 0.004, "max_iter": 5000, "test_iter": [100],
                       "snapshot": 4000},
@@ -419,7 +419,7 @@ SCHEDULES = {
 # Effective training batch (batch_size x iter_size) and test-set size, as published.
 BATCH = {"lenet": 64, "cifar10_quick": 100, "caffenet": 256, "alexnet": 256, "googlenet": 32, "vgg16": 256,
          "resnet50": 256, "squeezenet": 512}
-TEST_SET = {"lenet": 10_000, "cifar10_quick": 10_000}
+TEST_SET = {"lenet": 500, "cifar10_quick": 10_000}  # lenet: the main job's 500 test digits (tools/demo.py)
 
 
 @pytest.mark.parametrize("name", NAMES)

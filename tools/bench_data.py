@@ -34,9 +34,14 @@ numpy computation from the records with Caffe's draws for its seed (mirror,
 h_off, w_off = mt19937 words % 2, % (H-226), % (W-226)), and the batches with
 more workers equal the 1-worker batches bit for bit.
 
+On a shared machine ``--wait-idle S`` waits (up to S seconds) before each repeat
+until two GIL-free threads get 1.8 cores, so that the scaling with workers can be
+seen at all; the probe of each repeat goes into the JSON.
+
 Usage:
     .venv/bin/python tools/bench_data.py [--n 512] [--batches 16] [--repeats 5]
-        [--workers 2[,4...]] [--formats raw,jpeg] [--json out.json] [--keep DIR] [--verbose]
+        [--workers 2[,4...]] [--formats raw,jpeg] [--json out.json] [--keep DIR]
+        [--verbose] [--wait-idle S]
 """
 
 from __future__ import annotations
@@ -209,15 +214,19 @@ def time_run(runner, batches: int, warmup: int, batch: int) -> dict:
 
 
 def cores_available(seconds: float = 0.4) -> float:
-    """How many cores two GIL-free numpy threads get right now (2.0 on an idle 2-core machine)."""
+    """How many cores two GIL-free threads get right now (2.0 on an idle 2-core machine).
+
+    The threads hash 1 MB blocks (``hashlib`` releases the GIL; compute-bound, so
+    memory bandwidth does not enter), and the figure is their rate over one thread's.
+    """
+    import hashlib
     import threading
 
-    a = np.ones(1 << 20, np.float32)
+    block = bytes(range(256)) * 4096
 
     def spin(counts, i, until):
-        b = np.empty_like(a)
         while time.perf_counter() < until:
-            np.multiply(a, 1.0001, out=b)
+            hashlib.sha256(block).digest()
             counts[i] += 1
 
     rates = []
@@ -231,6 +240,16 @@ def cores_available(seconds: float = 0.4) -> float:
             t.join()
         rates.append(sum(counts))
     return rates[1] / max(rates[0], 1)
+
+
+def wait_for_cores(wanted: float, timeout: float) -> float:
+    """Poll ``cores_available`` until it reaches ``wanted`` or ``timeout`` seconds pass; the last figure."""
+    until = time.perf_counter() + timeout
+    while True:
+        cores = cores_available(0.3)
+        if cores >= wanted or time.perf_counter() >= until:
+            return cores
+        time.sleep(1.0)
 
 
 # ------------------------------------------------------------------- checks
@@ -297,6 +316,13 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--no-check", action="store_true", help="skip the bit-exactness checks")
     ap.add_argument("--verbose", action="store_true", help="print every timed run")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="S",
+        help="before each repeat wait up to S seconds for 2 free cores (to see the workers scale on a shared machine)",
+    )
     args = ap.parse_args(argv)
     workers = sorted({int(w) for w in args.workers.split(",") if w.strip() and int(w) > 1})
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -327,7 +353,12 @@ def main(argv=None) -> int:
                 problems += check_layer(paths, fmt, args, workers, mean)
         configs = [(fmt, kind) for fmt in formats for kind in kinds]
         runs = {c: [] for c in configs}
+        probes = []
         for rep in range(args.repeats):
+            if args.wait_idle > 0:
+                probes.append(wait_for_cores(min(2, os.cpu_count() or 1) * 0.9, args.wait_idle))
+                if args.verbose:
+                    print(f"  repeat {rep + 1}: two GIL-free threads get {probes[-1]:.2f} cores", flush=True)
             for fmt, kind in configs if rep % 2 == 0 else configs[::-1]:  # ABAB, BABA: load hits all alike
                 if kind == "minimal":
                     runner, warm = MinimalLoop(paths[fmt], mean, args.batch, args.crop, seed=rep), 1
@@ -337,7 +368,7 @@ def main(argv=None) -> int:
                     # Warm-up fills the pipeline: the prefetch queue, the batches in the workers'
                     # hands and the recycled batch arrays, whose first fill page-faults them in
                     # (2 MB zeroed pages); the timed batches then show the steady state.
-                    runner, warm = LayerRun(layer), layer.prefetch + 2 * k + 4
+                    runner, warm = LayerRun(layer), layer.prefetch + k + 4
                 try:
                     runs[(fmt, kind)].append(time_run(runner, args.batches, warm, args.batch))
                 finally:
@@ -380,6 +411,16 @@ def main(argv=None) -> int:
                     "cpu_ms_per_image": [r["cpu_ms_per_image"] for r in runs[(fmt, kind)]],
                 }
             )
+    if workers:
+        best = {c: max(r["images_per_s"] for r in runs[c]) for c in configs}
+        print(
+            "best run with k workers / best run with 1 (the runs least slowed by other jobs): "
+            + "; ".join(
+                f"{fmt} k={k}: {best[(fmt, f'layer{k}')] / best[(fmt, 'layer1')]:.2f}x"
+                for fmt in formats
+                for k in workers
+            )
+        )
     total_s = time.perf_counter() - started
     print(
         f"\nload average at the end {load_after:.2f}; two GIL-free threads got {cores_after:.2f} cores; "
@@ -400,6 +441,7 @@ def main(argv=None) -> int:
                     "jpeg_kb_per_image": paths["jpeg_kb_per_image"],
                     "cpus": os.cpu_count(),
                     "cores_available": [cores_before, cores_after],
+                    "cores_before_each_repeat": probes,
                     "python": platform.python_version(),
                     "seconds": total_s,
                     "rows": rows,

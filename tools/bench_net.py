@@ -47,8 +47,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 import pipeline
 
@@ -63,147 +61,9 @@ GRAD_TOL = 1e-2
 
 
 # ------------------------------------------------------------------ plain PyTorch nets
-class ChannelSumLRN(nn.Module):
-    """Cross-channel LRN as Caffe writes it: x * (k + alpha/n * window sum of x^2)^-beta.
-
-    The same formula as ``nn.LocalResponseNorm``, summed with ``unfold`` instead of
-    ``avg_pool3d`` (``--plain-lrn sum``: leaves the plain net no LRN-kernel advantage
-    or handicap, so the ratio shows the Net's own overhead).
-    """
-
-    def __init__(self, size, alpha, beta, k):
-        super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-
-    def forward(self, x):
-        p = (self.size - 1) // 2
-        win = F.pad(x * x, (0, 0, 0, 0, p, p)).unfold(1, self.size, 1).sum(-1)
-        return x * (self.k + self.alpha / self.size * win).pow(-self.beta)
-
-
-def make_lrn(kind):
-    if kind == "sum":
-        return ChannelSumLRN(5, alpha=1e-4, beta=0.75, k=1.0)
-    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
-
-
-class CaffeNetPlain(nn.Module):
-    """bvlc_reference_caffenet written out by hand (AlexNet with pool before LRN)."""
-
-    def __init__(self, lrn="nn"):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 96, 11, stride=4)
-        self.conv2 = nn.Conv2d(96, 256, 5, padding=2, groups=2)
-        self.conv3 = nn.Conv2d(256, 384, 3, padding=1)
-        self.conv4 = nn.Conv2d(384, 384, 3, padding=1, groups=2)
-        self.conv5 = nn.Conv2d(384, 256, 3, padding=1, groups=2)
-        self.fc6 = nn.Linear(256 * 6 * 6, 4096)
-        self.fc7 = nn.Linear(4096, 4096)
-        self.fc8 = nn.Linear(4096, 1000)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.norm = make_lrn(lrn)
-        self.drop = nn.Dropout(0.5)
-
-    def logits(self, x):
-        x = self.norm(self.pool(self.relu(self.conv1(x))))
-        x = self.norm(self.pool(self.relu(self.conv2(x))))
-        x = self.relu(self.conv3(x))
-        x = self.relu(self.conv4(x))
-        x = self.pool(self.relu(self.conv5(x)))
-        x = torch.flatten(x, 1)
-        x = self.drop(self.relu(self.fc6(x)))
-        x = self.drop(self.relu(self.fc7(x)))
-        return self.fc8(x)
-
-    def forward(self, x):
-        return F.softmax(self.logits(x), dim=1)
-
-    def caffe_layers(self):
-        """(Caffe layer name, module) for every layer with weights."""
-        return [(n, getattr(self, n)) for n in
-                ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")]
-
-
-class Inception(nn.Module):
-    """GoogLeNet's Inception module: 1x1 | 1x1-3x3 | 1x1-5x5 | pool-1x1, concatenated."""
-
-    def __init__(self, cin, c1, c3r, c3, c5r, c5, cp):
-        super().__init__()
-        self.b1 = nn.Conv2d(cin, c1, 1)
-        self.b3r = nn.Conv2d(cin, c3r, 1)
-        self.b3 = nn.Conv2d(c3r, c3, 3, padding=1)
-        self.b5r = nn.Conv2d(cin, c5r, 1)
-        self.b5 = nn.Conv2d(c5r, c5, 5, padding=2)
-        self.pool = nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True)
-        self.proj = nn.Conv2d(cin, cp, 1)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x):
-        r = self.relu
-        return torch.cat([
-            r(self.b1(x)),
-            r(self.b3(r(self.b3r(x)))),
-            r(self.b5(r(self.b5r(x)))),
-            r(self.proj(self.pool(x))),
-        ], 1)
-
-    def caffe_layers(self, prefix):
-        names = ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool_proj")
-        mods = (self.b1, self.b3r, self.b3, self.b5r, self.b5, self.proj)
-        return [(f"{prefix}/{n}", m) for n, m in zip(names, mods)]
-
-
-_INCEPTIONS = {  # name: (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj)
-    "3a": (192, 64, 96, 128, 16, 32, 32),
-    "3b": (256, 128, 128, 192, 32, 96, 64),
-    "4a": (480, 192, 96, 208, 16, 48, 64),
-    "4b": (512, 160, 112, 224, 24, 64, 64),
-    "4c": (512, 128, 128, 256, 24, 64, 64),
-    "4d": (512, 112, 144, 288, 32, 64, 64),
-    "4e": (528, 256, 160, 320, 32, 128, 128),
-    "5a": (832, 256, 160, 320, 32, 128, 128),
-    "5b": (832, 384, 192, 384, 48, 128, 128),
-}
-
-
-class GoogLeNetPlain(nn.Module):
-    """bvlc_googlenet (deploy: no auxiliary classifiers) written out by hand."""
-
-    def __init__(self, lrn="nn"):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3)
-        self.conv2_reduce = nn.Conv2d(64, 64, 1)
-        self.conv2 = nn.Conv2d(64, 192, 3, padding=1)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.norm = make_lrn(lrn)
-        self.inc = nn.ModuleDict({k: Inception(*v) for k, v in _INCEPTIONS.items()})
-        self.avgpool = nn.AvgPool2d(7, stride=1, ceil_mode=True)
-        self.drop = nn.Dropout(0.4)
-        self.fc = nn.Linear(1024, 1000)
-
-    def logits(self, x):
-        r, inc = self.relu, self.inc
-        x = self.norm(self.pool(r(self.conv1(x))))
-        x = self.pool(self.norm(r(self.conv2(r(self.conv2_reduce(x))))))
-        x = self.pool(inc["3b"](inc["3a"](x)))
-        for k in ("4a", "4b", "4c", "4d", "4e"):
-            x = inc[k](x)
-        x = self.pool(x)
-        x = self.avgpool(inc["5b"](inc["5a"](x)))
-        return self.fc(torch.flatten(self.drop(x), 1))
-
-    def forward(self, x):
-        return F.softmax(self.logits(x), dim=1)
-
-    def caffe_layers(self):
-        out = [("conv1/7x7_s2", self.conv1), ("conv2/3x3_reduce", self.conv2_reduce),
-               ("conv2/3x3", self.conv2)]
-        for k, m in self.inc.items():
-            out += m.caffe_layers(f"inception_{k}")
-        return out + [("loss3/classifier", self.fc)]
-
+# The hand-written modules live in tools/plain_nets.py (shared with tools/benchmark.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plain_nets import CaffeNetPlain, ChannelSumLRN, GoogLeNetPlain, make_lrn  # noqa: F401
 
 NETS = {  # key: (zoo path, plain class, logits blob)
     "caffenet": ("BVLC__caffe/models/bvlc_reference_caffenet/deploy.prototxt", CaffeNetPlain, "fc8"),

@@ -20,6 +20,11 @@
 6. pictures: OUT/lenet_curves.png and OUT/finetune_curves.png (``pipeline plot``),
    OUT/saliency.png (digits above their maps); then a summary (also OUT/summary.txt).
 
+Each command runs in this process through ``pipeline.commands.cli.main`` (what the
+``pipeline`` and ``convert_imageset`` entry points call) from the repository root, with
+its stderr (Caffe's glog lines) written to its log; a step whose command fails stops
+the demo with that command's one-line error.
+
 ``--quick`` runs the same steps on 1,000 of the digits with a few dozen iterations
 (for tests); its data go to OUT/data unless ``--data`` says otherwise. With ``--data``
 or ``--quick`` the LeNet solver and net are written to OUT/lenet/ with the data paths
@@ -363,17 +368,15 @@ def run(out: Path, data: Path | None, quick: bool) -> dict:
     summary = {"test_accuracy": accuracy, "finetune_accuracy": ft_accuracy, "features": [h5, out / "features" /
                "labels.npy"], "feature_difference": diff, "weights": weights, "out": out,
                "pngs": [curves, ft_curves, saliency], "seconds": seconds, "timings": timings}
-    lines = [
-        "",
-        "Summary",
-        f"  LeNet test accuracy:        {accuracy:.4f}  ({n_test} real test digits; weights {_rel(weights)})",
-        f"  finetuned accuracy on 5-9:  {ft_accuracy:.4f}",
-        f"  features (ip1, HDF5):       {_rel(h5)}  (labels: {_rel(out / 'features' / 'labels.npy')})",
-        f"  pictures in {_rel(out)}/:   " + ", ".join(p.name for p in summary["pngs"]),
-        (f"  logs:                       {_rel(out / 'train.log')}, {_rel(out / 'test.log')}, "
-         f"{_rel(out / 'finetune')}/*.log"),
-        f"  time:                       {seconds:.0f} s",
+    rows = [
+        ("LeNet test accuracy", f"{accuracy:.4f}  ({n_test} real test digits; weights {_rel(weights)})"),
+        ("finetuned accuracy on 5-9", f"{ft_accuracy:.4f}"),
+        ("features (ip1, HDF5)", f"{_rel(h5)}  (labels: {_rel(out / 'features' / 'labels.npy')})"),
+        ("output folder", f"{_rel(out)}/  (PNGs: {', '.join(p.name for p in summary['pngs'])})"),
+        ("logs", f"{_rel(out / 'train.log')}, {_rel(out / 'test.log')}, {_rel(out / 'finetune')}/*.log"),
+        ("time", f"{seconds:.0f} s"),
     ]
+    lines = ["", "Summary"] + [f"  {k + ':':<28}{v}" for k, v in rows]
     say("\n".join(lines))
     (out / "summary.txt").write_text("\n".join(lines[1:]) + "\n")
     return summary

@@ -129,7 +129,8 @@ def datum_to_view(datum, color: bool | None = None, key=None) -> np.ndarray:
     return np.asarray(datum.float_data, np.float32).reshape(shape)
 
 
-_DATUM_FIELDS = {1: 0, 2: 0, 3: 0, 4: 2, 5: 0, 7: 0}  # field number -> wire type (6, float_data: none)
+_DATUM_FIELDS = frozenset((1, 2, 3, 4, 5, 7))  # Datum's fields but float_data (6)
+_VARINT_FIELDS = frozenset((1, 2, 3, 5, 7))
 
 
 def _varint(buf, pos: int) -> tuple[int, int]:
@@ -165,36 +166,45 @@ def raw_datum_view(value) -> tuple[np.ndarray, int] | None:
     those 200 KB allocations, made and freed on several worker threads at once,
     cost more in page faults than the transform itself.
     """
+    n, pos = len(value), 0
+    ints = [0] * 8  # the last value of varint fields 1 (channels), 2, 3, 5 (label), 7 (encoded)
+    start = size = -1
     try:
-        n = len(value)
-        pos = 0
-        ints = {1: 0, 2: 0, 3: 0, 5: 0, 7: 0}
-        start = size = -1
         while pos < n:
-            tag, pos = _varint(value, pos)
+            tag = value[pos]  # one-byte tags and values inline: the common case
+            pos += 1
+            if tag >= 0x80:
+                tag, pos = _varint(value, pos - 1)
             field, wire = tag >> 3, tag & 7
-            if field in _DATUM_FIELDS and wire != _DATUM_FIELDS[field] or field == 6 or field == 0:
-                return None  # float_data, or something protobuf would treat specially
             if wire == 0:
-                v, pos = _varint(value, pos)
-                if field in ints:
+                v = value[pos]
+                pos += 1
+                if v >= 0x80:
+                    v, pos = _varint(value, pos - 1)
+                if field in _VARINT_FIELDS:
                     ints[field] = v
+                elif field in _DATUM_FIELDS or field == 6 or field == 0:
+                    return None
             elif wire == 2:
+                if field in _VARINT_FIELDS or field == 6 or field == 0:
+                    return None  # packed float_data, or a wire type protobuf would refuse or merge
                 length, pos = _varint(value, pos)
                 if field == 4:
                     start, size = pos, length
                 pos += length
+            elif field in _DATUM_FIELDS or field == 6 or field == 0:
+                return None
             elif wire == 5:
                 pos += 4
             elif wire == 1:
                 pos += 8
             else:
                 return None  # groups: leave them to protobuf
-        if pos != n:
-            return None
     except (IndexError, ValueError):
         return None
-    c, h, w = (_int32(ints[k]) for k in (1, 2, 3))
+    if pos != n:
+        return None
+    c, h, w = _int32(ints[1]), _int32(ints[2]), _int32(ints[3])
     if ints[7] or size <= 0 or c <= 0 or h <= 0 or w <= 0 or c * h * w != size:
         return None
     return np.frombuffer(value, np.uint8, size, start).reshape(c, h, w), _int32(ints[5])

@@ -27,9 +27,12 @@ items itself. With ``workers=k > 1`` the items are filled in chunks by a pool of
 producer goes on planning the next batches while they run; batches still come
 out in order. The random words and the records of a batch are fixed before any
 worker touches it, so the batches — and the positions — are bit for bit those of
-one worker. (Threads, not processes: measured on raw and JPEG records, sending
-the float32 batches back from processes cost more than the GIL does; see
-tools/bench_data.py.)
+one worker. Threads, not processes: about three quarters of an item's time is
+spent in calls that release the GIL (libjpeg's decode, numpy's copy, cast and
+subtract loops; cProfile on 256×256 raw and JPEG records), and threads write
+straight into the batch, where processes would need shared memory and a copy of
+the reader each. The part that holds the GIL (parsing, bookkeeping) bounds the
+gain at a few cores; tools/bench_data.py measures it.
 
 Batch arrays are recycled (``BatchBuffers``): a batch the consumer has let go of
 (no reference left anywhere) is refilled instead of allocating fresh memory,
@@ -105,15 +108,21 @@ class BatchBuffers:
 
     def empty(self, shape, dtype) -> np.ndarray:
         shape, dtype = tuple(int(d) for d in shape), np.dtype(dtype)
+        spare = None  # a free array of another shape, replaced when the pool is full
         for i in range(len(self._arrays)):
             a = self._arrays[i]
-            if a.shape == shape and a.dtype == dtype:
-                del a
-                if self._refs(i) == self._free_refs:
+            same = a.shape == shape and a.dtype == dtype
+            del a
+            if self._refs(i) == self._free_refs:
+                if same:
                     return self._arrays[i]
+                spare = i if spare is None else spare
         out = np.empty(shape, dtype)
-        if out.nbytes >= self.min_bytes and len(self._arrays) < self.keep:
-            self._arrays.append(out)
+        if out.nbytes >= self.min_bytes:
+            if len(self._arrays) < self.keep:
+                self._arrays.append(out)
+            elif spare is not None:  # batches changed shape (no crop, images of several sizes)
+                self._arrays[spare] = out
         return out
 
 
@@ -140,36 +149,40 @@ def _make(source, pool, workers: int):
 
 
 def _produce(source, q: queue.Queue, stop: threading.Event, pool, workers: int) -> None:
-    """Thread body: fill ``q`` with (batch, state after it) until ``stop`` is set."""
-    try:
+    """Thread body: fill ``q`` with (batch, state after it) until ``stop`` is set.
+
+    The source is released by ``_Runtime.shutdown`` once the workers are done too
+    (they may read the database's memory map until then).
+    """
+    while not stop.is_set():
+        try:
+            item = (_make(source, pool, workers), source.state())
+        except BaseException as e:  # noqa: BLE001 - any failure is handed to the consumer, raised there
+            item = _Failure(e)
         while not stop.is_set():
             try:
-                item = (_make(source, pool, workers), source.state())
-            except BaseException as e:  # noqa: BLE001 - any failure is handed to the consumer, raised there
-                item = _Failure(e)
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, _Failure):
-                return
-    finally:
-        source.release()
+                q.put(item, timeout=0.05)
+                break
+            except queue.Full:
+                continue
+        if isinstance(item, _Failure):
+            return
 
 
 class _Runtime:
     """The producer thread, its queue and the worker pool; stopped by ``Prefetcher.stop``
     or, when the Prefetcher is collected, by a finalizer (this holds no reference to it)."""
 
-    def __init__(self):
+    def __init__(self, source):
+        self.source = source
         self.stop_event = None
         self.queue = None
         self.thread = None
         self.pool = None
 
     def shutdown(self) -> None:
+        """Stop the producer, then the workers (running items finish), then release the source."""
+        ran = self.thread is not None or self.pool is not None
         if self.stop_event is not None:
             self.stop_event.set()
         thread = self.thread
@@ -184,6 +197,8 @@ class _Runtime:
         if self.pool is not None:  # after the producer: it submits to the pool
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        if ran:
+            self.source.release()
 
 
 class Prefetcher:
@@ -203,7 +218,7 @@ class Prefetcher:
         self.name = name
         self.workers = max(int(workers), 1)
         self._position = None  # state after the last consumed batch
-        self._rt = _Runtime()
+        self._rt = _Runtime(source)
         # Stop the threads when this object is collected (they hold only the source and plans).
         self._finalizer = weakref.finalize(self, self._rt.shutdown)
 

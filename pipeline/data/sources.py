@@ -174,9 +174,14 @@ class DatumSource(_Stream):
         return self._size
 
     def _next_record(self, pos: int):
-        """(key, value) at index ``pos``, reading sequentially (a cursor, re-seeked only on jumps)."""
+        """(key, value) at index ``pos``, reading sequentially (a cursor, re-seeked only on jumps).
+
+        From an LMDB the value is None: only the keys are walked here, and each item
+        reads its value where it is transformed (``plan_batch``'s ``fill``).
+        """
         if self._it is None or self._it_pos != pos:
-            self._it = iter(self._open().items(start=pos))
+            reader = self._open()
+            self._it = _lmdb_keys(reader.env, pos) if reader.backend == "lmdb" else iter(reader.items(start=pos))
             self._it_pos = pos
         try:
             key, value = next(self._it)
@@ -198,11 +203,14 @@ class DatumSource(_Stream):
         return tuple(arr.shape)
 
     def plan_batch(self):
-        """Read the batch's records and draw its random words in order; items are filled later.
+        """Pick the batch's records and draw its random words in order; items are filled later.
 
         The first record is decoded here: it sizes the batch, as in Caffe's load_batch.
+        Filling item i reads its value (LMDB: inside a read transaction of its own,
+        straight from the memory map: a raw record's pixels are never copied before
+        the transform), decodes it and transforms it into the batch.
         """
-        self._open()
+        reader = self._open()
         records = []
         while len(records) < self.batch_size:
             pos = self.offset % self._size
@@ -211,20 +219,38 @@ class DatumSource(_Stream):
                 records.append((key, value))
             self.offset += 1
         n = len(records)
-        tf, color = self.transformer, self.transformer.decode_color
+        tf, color, env = self.transformer, self.transformer.decode_color, getattr(reader, "env", None)
         words = tf.draw_words(n)
-        first_what = self._what(records[0][0])
-        first = decode_datum(records[0][1], color, self.where + first_what)
+        first_key, first_value = records[0]
+        first_what = self._what(first_key)
+        if first_value is None:
+            with env.begin() as txn:  # a copy: item 0 is used after this transaction
+                first_value = self._value(txn, first_key)
+        first = decode_datum(first_value, color, self.where + first_what)
         data = self._buffers.empty((n,) + tf.infer_shape(first[0].shape, first_what), np.float32)
         labels = np.empty(n, np.float32)
 
         def fill(i):
             key, value = records[i]
             what = self._what(key)
-            arr, labels[i] = first if i == 0 else decode_datum(value, color, self.where + what)
+            if i == 0:
+                arr, labels[i] = first
+            elif value is None:
+                with env.begin(buffers=True) as txn:  # the view into the map is used inside only
+                    arr, labels[i] = decode_datum(self._value(txn, key), color, self.where + what)
+                    tf.transform_item(data[i], arr, words[i], what)
+                return
+            else:
+                arr, labels[i] = decode_datum(value, color, self.where + what)
             tf.transform_item(data[i], arr, words[i], what)
 
         return BatchPlan(n, fill, (data, labels) if self.labels else (data,))
+
+    def _value(self, txn, key):
+        value = txn.get(key)
+        if value is None:  # pragma: no cover - the database changed while it was read
+            raise DataError(f"{self.where}{self._what(key)}: the record vanished while the database was read")
+        return value
 
     def next_batch(self):
         return self.plan_batch().run()
@@ -241,6 +267,20 @@ class DatumSource(_Stream):
         if self._reader is not None:
             self._reader.close()  # readers of one database share it (pipeline.data.db)
             self._reader = None
+
+
+def _lmdb_keys(env, start: int):
+    """(key, None) for the records of an LMDB from position ``start``, values untouched."""
+    with env.begin() as txn:
+        cur = txn.cursor()
+        ok = cur.first()
+        for _ in range(start):
+            if not ok:
+                break
+            ok = cur.next()
+        while ok:
+            yield cur.key(), None
+            ok = cur.next()
 
 
 # ---------------------------------------------------------------------- ImageData

@@ -134,6 +134,7 @@ class DataTransformer:
         self.phase = int(phase)
         self.rng = CaffeRNG(seed, stream=0)
         # The mean read forwards by mirrored items: mean_flip[c, y, x] = mean[c, y, W-1-x].
+        self._fits = None  # (item shape, batch item shape) last accepted by check_item
         mirrored_mean = self.mean is not None and self.mirror
         self._mean_flip = np.ascontiguousarray(self.mean[:, :, ::-1]) if mirrored_mean else None
 
@@ -253,6 +254,8 @@ class DataTransformer:
 
     def check_item(self, item, out_shape, name: str = "item") -> None:
         """Refuse an item that does not fit a batch of ``out_shape`` items (C, h, w)."""
+        if (item.shape, out_shape) == self._fits:
+            return  # the same shapes as the last item checked (the usual case: skip the work)
         c, h, w = out_shape
         if item.ndim != 3 or item.shape[0] != c or (self.crop_size == 0 and item.shape[1:] != (h, w)):
             raise DataError(
@@ -261,6 +264,7 @@ class DataTransformer:
             )
         if self.crop_size:
             self.infer_shape(item.shape, name)
+        self._fits = (item.shape, out_shape)
 
     def transform_item(self, out, item, words, name: str = "item") -> None:
         """Check ``item`` against ``out`` (C, h, w), reduce its ``words`` (``decide``) and apply."""

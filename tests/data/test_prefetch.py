@@ -122,5 +122,8 @@ def test_batch_arrays_are_reused_only_once_released():
     assert {d.ctypes.data, e.ctypes.data} <= {x.ctypes.data for x in pool._arrays}
     assert pool.empty((2, 2), np.float32).shape == (2, 2)  # another shape: a new array
     assert len(pool._arrays) == 3
-    untracked = pool.empty((4, 5), np.float64)  # pool full: handed out, not tracked
-    assert untracked.dtype == np.float64 and not any(untracked is x for x in pool._arrays)
+    del c, d, e
+    other = pool.empty((4, 5), np.float64)  # pool full: a free array of another shape makes room
+    assert other.dtype == np.float64 and any(other is x for x in pool._arrays) and len(pool._arrays) == 3
+    held = [pool.empty((4, 5), np.float64) for _ in range(3)]  # nothing free: handed out, not tracked
+    assert sum(any(h is x for x in pool._arrays) for h in held) == 2
