@@ -247,24 +247,7 @@ class FastPath:
         return vals
 
     def _run_steps(self, net, steps, vals, grad):
-        from .net import _to_device
-
-        for layer, bottoms, tops, detach, is_input in steps:
-            if is_input:
-                for t in tops:
-                    x = net._inputs[t]
-                    if grad and net.force_backward and not x.requires_grad:
-                        x.requires_grad_(True)
-                    vals[t] = x
-                continue
-            args = [vals[b] for b in bottoms]
-            if any(detach):
-                args = [a.detach() if d else a for a, d in zip(args, detach)]
-            out = layer(*args)
-            if not bottoms:
-                out = _to_device(out, net.device)
-            for t, o in zip(tops, (out,) if isinstance(out, torch.Tensor) else out):
-                vals[t] = o
+        net._run_steps(steps, grad)  # ``vals`` is ``net._values``
 
     def run(self, net, i0: int, i1: int, grad: bool) -> None:
         """Layers i0..i1 of ``net`` (as ``Net._run``), on the fast path."""

@@ -294,27 +294,32 @@ class Net:
     def _run(self, i0: int, i1: int, grad: bool) -> None:
         if getattr(self, "_fast", None) is not None:
             return self._fast.run(self, i0, i1, grad)
-        vals = self._values
         with torch.set_grad_enabled(grad):
-            for layer, bottoms, tops, detach, is_input in self._steps[i0 : i1 + 1]:
-                if is_input:
-                    for t in tops:
-                        x = self._inputs[t]
-                        if grad and self.force_backward and not x.requires_grad:
-                            x.requires_grad_(True)
-                        vals[t] = x
-                    continue
-                args = [vals[b] for b in bottoms]
-                if any(detach):
-                    args = [a.detach() if d else a for a, d in zip(args, detach)]
-                out = layer(*args)
-                if not bottoms:  # a source layer: its tops come from the host
-                    out = _to_device(out, self.device)
-                for t, o in zip(tops, (out,) if isinstance(out, torch.Tensor) else out):
-                    vals[t] = o
-                    if tuple(o.shape) != self._blob_shapes[t]:  # top reshaped in Forward, as Caffe's
-                        self._blob_shapes[t] = tuple(o.shape)   # DetectionOutput and Filter do
+            self._run_steps(self._steps[i0 : i1 + 1], grad)
         self._recorded = grad
+
+    def _run_steps(self, steps, grad: bool) -> None:
+        """Run ``steps`` (entries of ``self._steps``) in order into ``self._values``; the
+        fast path (``pipeline.fastpath``) runs its step lists through this too."""
+        vals = self._values
+        for layer, bottoms, tops, detach, is_input in steps:
+            if is_input:
+                for t in tops:
+                    x = self._inputs[t]
+                    if grad and self.force_backward and not x.requires_grad:
+                        x.requires_grad_(True)
+                    vals[t] = x
+                continue
+            args = [vals[b] for b in bottoms]
+            if any(detach):
+                args = [a.detach() if d else a for a, d in zip(args, detach)]
+            out = layer(*args)
+            if not bottoms:  # a source layer: its tops come from the host
+                out = _to_device(out, self.device)
+            for t, o in zip(tops, (out,) if isinstance(out, torch.Tensor) else out):
+                vals[t] = o
+                if tuple(o.shape) != self._blob_shapes.get(t):  # top reshaped in Forward, as Caffe's
+                    self._blob_shapes[t] = tuple(o.shape)   # DetectionOutput and Filter do
 
     def _after_forward(self) -> None:
         self._host.forget()
