@@ -152,18 +152,56 @@ class FusedConv(nn.Module):
         if self.channels_last and w.dim() == 4:
             w = w.contiguous(memory_format=torch.channels_last)
         self._w, self._b, self._key = w, b.float(), key
+        self._packed = {}
+
+    def _onednn(self, x) -> bool:
+        """CPU, float32, 2-d, channels_last, no autograd: oneDNN with filters packed once."""
+        return (_ONEDNN_CONV and self.channels_last and self.conv.num_spatial == 2 and x.dtype == torch.float32
+                and x.device.type == "cpu" and not torch.is_grad_enabled())
 
     def forward(self, x):
         self._fold()
         c = self.conv
-        y = _CONV[c.num_spatial](x, self._w, self._b, c.strides, c.pads, c.dilations, c.group)
-        if self.relu is not None:
-            slope = self.relu.negative_slope
-            y = F.relu_(y) if slope == 0 else F.leaky_relu_(y, slope)
+        relu = self.relu is not None and self.relu.negative_slope == 0
+        if self._onednn(x):
+            # filters reordered into oneDNN's blocked layout once per input shape (what
+            # torch.compile's freezing does), and the ReLU applied by the same primitive
+            packed = self._packed.get(x.shape)
+            if packed is None:
+                if len(self._packed) > 8:
+                    self._packed.clear()
+                packed = self._packed[x.shape] = torch.ops.mkldnn._reorder_convolution_weight(
+                    self._w, list(c.pads), list(c.strides), list(c.dilations), c.group, list(x.shape))
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, packed, self._b, list(c.pads), list(c.strides), list(c.dilations), c.group,
+                "relu" if relu else "none", [], "")
+        else:
+            y = _CONV[c.num_spatial](x, self._w, self._b, c.strides, c.pads, c.dilations, c.group)
+            if relu:
+                y = F.relu_(y)
+        if self.relu is not None and not relu:
+            y = F.leaky_relu_(y, self.relu.negative_slope)
         return y
 
 
+class BatchNormScale(nn.Module):
+    """A BatchNorm and the in-place Scale right after it on the same blob, as one
+    ``F.batch_norm`` with weight γ and bias β (training and testing alike; each layer's
+    parameters keep their own gradients). The blob ends holding the Scale's output, as
+    Caffe's in-place pair leaves it."""
+
+    def __init__(self, bn, scale):
+        super().__init__()
+        self.bn, self.scale = bn, scale
+
+    def forward(self, x):
+        s = self.scale
+        return self.bn(x, s.blobs[0], s.blobs[1] if s.bias_term else None)
+
+
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_ONEDNN_CONV = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+                and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight"))
 
 
 def _in_place(step, blob) -> bool:
@@ -171,10 +209,41 @@ def _in_place(step, blob) -> bool:
     return not is_input and list(bottoms) == [blob] and list(tops) == [blob]
 
 
-def fuse_steps(steps: list, channels_last: bool = False, mirror=None) -> tuple[list, int]:
-    """The net's run steps with in-place conv/BN/Scale/ReLU chains fused; (steps, chains fused)."""
+def _plain_scale(m) -> bool:
+    """A one-bottom Scale over axis 1 alone: a per-channel affine map."""
+    return m.num_bottoms == 1 and m.axis == 1 and m.num_axes == 1
+
+
+def fuse_batchnorm_scale(steps: list) -> tuple[list, list]:
+    """``steps`` with each in-place BatchNorm -> Scale pair merged (``BatchNormScale``); the
+    Scale's place becomes a pass-through. Returns (steps, spans): spans are the (first, last)
+    step indices of each merged pair, valid with and without autograd."""
+    steps, spans = list(steps), []
+    for i in range(len(steps) - 1):
+        layer, bottoms, tops, detach, is_input = steps[i]
+        scale = steps[i + 1][0]
+        if (is_input or getattr(layer, "type", "") != "BatchNorm" or len(tops) != 1
+                or not _in_place(steps[i], tops[0]) or any(detach)
+                or getattr(scale, "type", "") != "Scale" or not _in_place(steps[i + 1], tops[0])
+                or any(steps[i + 1][3]) or not _plain_scale(scale)):
+            continue
+        steps[i] = (BatchNormScale(layer, scale), bottoms, tops, detach, is_input)
+        _, b, t, d, inp = steps[i + 1]
+        steps[i + 1] = (_Passthrough(), b, t, d, inp)
+        spans.append((i, i + 1))
+    return steps, spans
+
+
+def splits(spans, i0: int, i1: int) -> bool:
+    """Whether running steps i0..i1 would cut one of the merged ``spans`` in two."""
+    return any(a < i0 <= b or a <= i1 < b for a, b in spans)
+
+
+def fuse_steps(steps: list, channels_last: bool = False, mirror=None) -> tuple[list, list]:
+    """The net's run steps with in-place conv/BN/Scale/ReLU chains fused (inference only:
+    the folded filters carry no gradient); returns (steps, spans of the fused chains)."""
     steps = list(steps)
-    fused = 0
+    spans = []
     for i, (layer, bottoms, tops, detach, is_input) in enumerate(steps):
         if (is_input or getattr(layer, "type", "") != "Convolution" or len(bottoms) != 1 or len(tops) != 1
                 or getattr(layer, "channel_axis", 1) != 1 or getattr(layer, "transposed", False)):
@@ -185,7 +254,7 @@ def fuse_steps(steps: list, channels_last: bool = False, mirror=None) -> tuple[l
                 m = steps[j][0]
                 if kind == "BatchNorm" and not m.use_global_stats:
                     break
-                if kind == "Scale" and (m.num_bottoms != 1 or m.axis != 1 or m.num_axes != 1):
+                if kind == "Scale" and not _plain_scale(m):
                     break
                 parts[kind] = j
                 j += 1
@@ -197,8 +266,8 @@ def fuse_steps(steps: list, channels_last: bool = False, mirror=None) -> tuple[l
         for idx in parts.values():
             _, b, t, d, inp = steps[idx]
             steps[idx] = (_Passthrough(), b, t, d, inp)
-        fused += 1
-    return steps, fused
+        spans.append((i, max(parts.values())))
+    return steps, spans
 
 
 class FastPath:
@@ -218,14 +287,17 @@ class FastPath:
         self.fuse = (not trains) if fuse is None else bool(fuse)
         if self.fuse and trains:
             raise ConfigError(f"{net.source}: fuse=True needs a net without backward (TEST phase, no force_backward)")
-        steps = list(net._steps)
-        self.fused = 0
+        steps, spans = list(net._steps), []
         if self.fuse:
             if not isinstance(net._host, _WatchedMirror):
                 net._host = _WatchedMirror(net._host)
-            steps, self.fused = fuse_steps(steps, self.channels_last, net._host)
-        self.steps = steps
-        self.plain_steps = list(net._steps)  # a backward on a fused net (param diffs) runs unfused
+            steps, spans = fuse_steps(steps, self.channels_last, net._host)
+        self.fused = len(spans)
+        steps, bn_spans = fuse_batchnorm_scale(steps)
+        self.steps, self.spans = steps, spans + bn_spans
+        # with autograd (a backward on a fused net, for param diffs): the net's own merged steps
+        self.grad_steps, self.grad_spans = net._merged_steps, net._merged_spans
+        self.plain_steps = list(net._steps)  # a run that would cut a fused chain in two
         n_head = 0
         while n_head < len(steps) and (steps[n_head][4] or not steps[n_head][1]):
             n_head += 1  # inputs and data layers: always eager
@@ -237,7 +309,9 @@ class FastPath:
 
     def _body(self, vals: dict) -> dict:
         vals = dict(vals)
-        for layer, bottoms, tops, detach, _ in self.steps[self.n_head:]:
+        for layer, bottoms, tops, detach, is_input in self.steps[self.n_head:]:
+            if is_input:  # fed before the call (``run``)
+                continue
             args = [vals[b] for b in bottoms]
             if any(detach):
                 args = [a.detach() if d else a for a, d in zip(args, detach)]
@@ -253,13 +327,16 @@ class FastPath:
         """Layers i0..i1 of ``net`` (as ``Net._run``), on the fast path."""
         vals = net._values
         whole = i0 == 0 and i1 == len(self.steps) - 1
-        steps = self.plain_steps if grad and self.fused else self.steps
+        steps, spans = (self.grad_steps, self.grad_spans) if grad and self.fused else (self.steps, self.spans)
+        if splits(spans, i0, i1):
+            steps = self.plain_steps
         amp = (torch.autocast(net.device.type, dtype=self.dtype) if self.dtype is not None
                else torch.autocast(net.device.type, enabled=False))
         with torch.set_grad_enabled(grad), amp:
             if whole and self._compiled is not None and steps is self.steps:
-                self._run_steps(net, self.steps[: self.n_head], vals, grad)
-                vals.update(self._compiled({k: vals[k] for _, b, t, _, _ in self.steps[: self.n_head] for k in t}))
+                eager = self.steps[: self.n_head] + [s for s in self.steps[self.n_head:] if s[4]]
+                self._run_steps(net, eager, vals, grad)
+                vals.update(self._compiled({k: vals[k] for s in eager for k in s[2]}))
             else:
                 self._run_steps(net, steps[i0 : i1 + 1], vals, grad)
         for t, v in vals.items():
@@ -288,4 +365,5 @@ def configure(net, channels_last=False, compile=False, precision="fp32", fuse=No
     return net._fast
 
 
-__all__ = ["configure", "cudnn_benchmark", "FastPath", "FusedConv", "LossScaler", "fuse_steps", "PRECISIONS"]
+__all__ = ["configure", "cudnn_benchmark", "BatchNormScale", "FastPath", "FusedConv", "LossScaler",
+           "fuse_batchnorm_scale", "fuse_steps", "splits", "PRECISIONS"]

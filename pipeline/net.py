@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import layers as _layers  # noqa: F401  (fills the LAYERS registry)
-from . import netgraph
+from . import fastpath, netgraph
 from .blob import Blob, LayerView, ParamBlob, _HostMirror
 from .errors import ConfigError, GraphError, PipelineError, ShapeError, UnknownTypeError
 from .formats import forks, prototxt
@@ -96,9 +96,7 @@ class Net:
         self._build()
         if weights:
             self.copy_from(weights)
-        from . import fastpath  # channels_last, BN/Scale/ReLU fusion at TEST, compile, autocast
-
-        fastpath.configure(self, channels_last, compile, precision, fuse)
+        fastpath.configure(self, channels_last, compile, precision, fuse)  # channels_last, fusion, compile, autocast
 
     # ------------------------------------------------------------------ build
     def _make_layer(self, plan: netgraph.LayerPlan) -> nn.Module:
@@ -159,6 +157,10 @@ class Net:
             (m, p.bottoms, p.tops, [not d for d in p.propagate_down], getattr(m, "is_input", False))
             for p, m in zip(self._plans, modules)
         ]
+        for i in netgraph.in_place_activations(self._plans):
+            modules[i].in_place = True
+        # in-place BatchNorm + Scale pairs run as one batch_norm (fastpath.BatchNormScale)
+        self._merged_steps, self._merged_spans = fastpath.fuse_batchnorm_scale(self._steps)
         self._layer_index = {p.name: i for i, p in enumerate(self._plans)}
         self._shapes_dirty = False
         self._recorded = False
@@ -294,8 +296,9 @@ class Net:
     def _run(self, i0: int, i1: int, grad: bool) -> None:
         if getattr(self, "_fast", None) is not None:
             return self._fast.run(self, i0, i1, grad)
+        steps = self._steps if fastpath.splits(self._merged_spans, i0, i1) else self._merged_steps
         with torch.set_grad_enabled(grad):
-            self._run_steps(self._steps[i0 : i1 + 1], grad)
+            self._run_steps(steps[i0 : i1 + 1], grad)
         self._recorded = grad
 
     def _run_steps(self, steps, grad: bool) -> None:

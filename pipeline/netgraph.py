@@ -133,3 +133,31 @@ def output_blobs(plans: list[LayerPlan]) -> list[str]:
             if t not in outputs:
                 outputs.append(t)
     return outputs
+
+
+# Layers whose top is a new tensor that their own backward does not keep (it keeps the
+# bottoms and parameters): an activation right after them may overwrite that top.
+_FRESH_TOP = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Eltwise"}
+
+
+def in_place_activations(plans: list[LayerPlan]) -> list[int]:
+    """Indices of ReLU layers (negative_slope 0) that may run in place on their blob.
+
+    Such a ReLU is in place in the prototxt (bottom == top, as Caffe runs it), follows
+    directly the layer that wrote that blob -- one of ``_FRESH_TOP`` with a single top
+    (and, for Eltwise, several bottoms, so the top is never a bottom passed through) --
+    and propagates down. Nothing can read the overwritten pre-ReLU values: Caffe's blob
+    holds the ReLU's output from then on too, and the producer's backward does not need
+    them. Saves one activation-sized tensor and a pass over it per ReLU, as
+    ``nn.ReLU(inplace=True)`` does.
+    """
+    found = []
+    for i in range(1, len(plans)):
+        p, prev = plans[i], plans[i - 1]
+        if (p.type == "ReLU" and p.param.relu_param.negative_slope == 0
+                and len(p.bottoms) == 1 and p.bottoms == p.tops and all(p.propagate_down)
+                and prev.type in _FRESH_TOP and prev.tops == p.bottoms
+                and (prev.type != "Eltwise" or len(prev.bottoms) > 1)):
+            found.append(i)
+    return found
+

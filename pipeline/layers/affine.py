@@ -136,9 +136,8 @@ class InnerProduct(Layer):
         lead = tuple(x.shape[:a])
         x2 = x.reshape(count(lead), self._k())  # (M, K)
         w = self.blobs[0]
-        y = x2 @ w if self.transpose else x2 @ w.t()  # (M, N)
-        if self.bias_term:
-            y = y + self.blobs[1]
+        bias = self.blobs[1] if self.bias_term else None
+        y = F.linear(x2, w.t() if self.transpose else w, bias)  # (M, N): one addmm with the bias
         return y.reshape(lead + (self.num_output,))
 
 
@@ -219,12 +218,12 @@ class Scale(Layer):
     def forward(self, x, gamma=None):
         g = self.blobs[0] if gamma is None else gamma
         a = 0 if g.dim() == 0 else canonical_axis(self.axis, x.dim(), self)
-        y = x * _expand(g, x.dim(), a)
-        if self.bias_term:
-            b = self.blobs[-1]
-            a = 0 if b.dim() == 0 else canonical_axis(self.axis, x.dim(), self)
-            y = y + _expand(b, x.dim(), a)
-        return y
+        g = _expand(g, x.dim(), a)
+        if not self.bias_term:
+            return x * g
+        b = self.blobs[-1]
+        a = 0 if b.dim() == 0 else canonical_axis(self.axis, x.dim(), self)
+        return torch.addcmul(_expand(b, x.dim(), a), x, g)  # b + x * g in one pass
 
 
 @LAYERS.register()

@@ -258,8 +258,9 @@ class _BaseConv(_ConvGeometry):
 
     def _convolve(self, x: torch.Tensor) -> torch.Tensor:
         ax = self.channel_axis
-        lead, spatial = x.shape[:ax], x.shape[ax + 1:]
-        xs = x.reshape(count(lead), x.shape[ax], *spatial)  # (num, C, *spatial)
+        flat = ax == 1 and x.dim() == self.num_spatial + 2  # (num, C, *spatial) already
+        lead = x.shape[:ax]
+        xs = x if flat else x.reshape(count(lead), x.shape[ax], *x.shape[ax + 1:])
         bias = self.blobs[1] if self.bias_term else None
         if self.transposed:
             y = _CONV_T[self.num_spatial](xs, self.blobs[0], bias, self.strides, self.pads,
@@ -267,7 +268,7 @@ class _BaseConv(_ConvGeometry):
         else:
             y = _CONV[self.num_spatial](xs, self.blobs[0], bias, self.strides, self.pads,
                                         self.dilations, self.group)
-        return y.reshape(*lead, *y.shape[1:])
+        return y if flat else y.reshape(*lead, *y.shape[1:])
 
     def forward(self, *bottoms):
         tops = tuple(self._convolve(x) for x in bottoms)

@@ -70,6 +70,8 @@ class ReLU(NeuronLayer):
     def __init__(self, negative_slope: float = 0.0, name: str = "", phase: int = TRAIN):
         super().__init__(name, phase)
         self.negative_slope = float(negative_slope)
+        # set by Net where overwriting the bottom is safe (netgraph.in_place_activations)
+        self.in_place = False
 
     @classmethod
     def from_param(cls, param, phase=TRAIN):
@@ -77,6 +79,8 @@ class ReLU(NeuronLayer):
 
     def forward(self, x):
         if self.negative_slope == 0.0:
+            if self.in_place and not (x.is_leaf and x.requires_grad):  # autograd cannot overwrite a leaf
+                return F.relu_(x)
             return F.relu(x)
         return F.leaky_relu(x, self.negative_slope)
 

@@ -93,10 +93,14 @@ class LRN(Layer):
         n, p = self.local_size, self.pre_pad
         sq = x * x
         if self.norm_region == "ACROSS_CHANNELS":
-            # sum of x^2 over a window of n channels, zero padded on axis 1
+            # sum of x^2 over a window of n channels, zero padded on axis 1: n shifted
+            # slices added up (one pass each, fast in NCHW and channels_last alike)
+            c = x.shape[1]
             padded = F.pad(sq, (0, 0, 0, 0, p, p))  # (N, C + n - 1, H, W)
-            win = padded.unfold(1, n, 1).sum(dim=-1)  # (N, C, H, W)
-            scale = self.k + (self.alpha / n) * win
+            win = padded[:, 0:c].clone()  # (N, C, H, W)
+            for i in range(1, n):
+                win.add_(padded[:, i : i + c])
+            scale = win.mul_(self.alpha / n).add_(self.k)
         else:
             # divisor is n*n everywhere (see the class docstring)
             win = F.avg_pool2d(sq, n, stride=1, padding=p, count_include_pad=True)
@@ -182,29 +186,42 @@ class BatchNorm(Layer):
             self.fail(f"bottom has {shape[1]} channels but the statistics blobs hold {c}")
         return [shape]
 
-    def forward(self, x):
+    def forward(self, x, weight=None, bias=None):
+        """``weight``/``bias`` (shape ``(C,)``): a following in-place Scale layer's γ and
+        β, applied in the same kernel (``pipeline.fastpath.BatchNormScale``)."""
         c = x.shape[1]
+        if self.use_global_stats:
+            b0, b1, b2 = (b.detach() for b in self.blobs)
+            factor = b2.reciprocal().nan_to_num_(0.0, 0.0, 0.0)  # 0 where b2 == 0
+            return F.batch_norm(x, b0 * factor, b1 * factor, weight, bias, False, 0.0, self.eps)
+        m = x.numel() // c
+        if m > 1:
+            # One native kernel (forward and backward, the full derivative through mu and
+            # var). With momentum 1 the "running" buffers receive this batch's mean and its
+            # unbiased variance m/(m-1)*var -- the terms Caffe adds to its blobs.
+            stats = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+            batch_mean, batch_var = torch.zeros(2, c, dtype=stats, device=x.device).unbind(0)
+            y = F.batch_norm(x, batch_mean, batch_var, weight, bias, True, 1.0, self.eps)
+            self._accumulate(batch_mean, batch_var)
+            return y
+        # one value per channel: var = 0 and Caffe's correction factor is 1
         dims = [0] + list(range(2, x.dim()))
         bshape = (1, c) + (1,) * (x.dim() - 2)  # broadcast (1, C, 1, ...)
-        if self.use_global_stats:
-            b2 = self.blobs[2].detach()
-            factor = torch.where(b2 == 0, torch.zeros_like(b2), b2.reciprocal())
-            mean = (self.blobs[0].detach() * factor).to(x.dtype)
-            var = (self.blobs[1].detach() * factor).to(x.dtype)
-        else:
-            mean = x.mean(dim=dims)
-            var = (x - mean.view(bshape)).pow(2).mean(dim=dims)
-            self._update_stats(mean.detach(), var.detach(), x.numel() // c)
-        return (x - mean.view(bshape)) / torch.sqrt(var.view(bshape) + self.eps)
+        mean = x.mean(dim=dims)
+        var = (x - mean.view(bshape)).pow(2).mean(dim=dims)
+        self._accumulate(mean.detach(), var.detach())
+        y = (x - mean.view(bshape)) / torch.sqrt(var.view(bshape) + self.eps)
+        if weight is not None:
+            y = y * weight.view(bshape)
+        return y if bias is None else y + bias.view(bshape)
 
     @torch.no_grad()
-    def _update_stats(self, mean, var, m):
-        maf = self.moving_average_fraction
-        correction = m / (m - 1) if m > 1 else 1.0
+    def _accumulate(self, mean, corrected_var):
+        """b2 <- maf*b2 + 1, b0 <- maf*b0 + mean, b1 <- maf*b1 + corrected_var."""
         b0, b1, b2 = self.blobs
-        b2.mul_(maf).add_(1.0)
-        b0.mul_(maf).add_(mean.to(b0.dtype))
-        b1.mul_(maf).add_(var.to(b1.dtype) * correction)
+        torch._foreach_mul_([b0, b1, b2], self.moving_average_fraction)
+        torch._foreach_add_([b0, b1], [mean.to(b0.dtype), corrected_var.to(b1.dtype)])
+        b2.add_(1.0)
 
 
 @LAYERS.register()

@@ -56,10 +56,20 @@ def _one_minus(x) -> float:
 
 
 # ------------------------------------------------------------------- rules
+def _add_scaled_(targets, sources, factors) -> None:
+    """targets[i] += factors[i] * sources[i], one fused pass per distinct factor
+    (no temporaries: a net usually has one or two distinct rates or decays)."""
+    groups: dict[float, list[int]] = {}
+    for i, f in enumerate(factors):
+        groups.setdefault(f, []).append(i)
+    for f, idx in groups.items():
+        torch._foreach_add_([targets[i] for i in idx], [sources[i] for i in idx], alpha=f)
+
+
 def sgd(grads, history, rates, *, momentum):
     """h = m*h + rate*g ; g = h."""
     torch._foreach_mul_(history, _f(momentum))
-    torch._foreach_add_(history, torch._foreach_mul(grads, rates))
+    _add_scaled_(history, grads, rates)
     torch._foreach_copy_(grads, history)
 
 
@@ -217,7 +227,7 @@ def regularize(params, grads, decays, kind: str = "L2") -> None:
     ws = [params[i].detach() for i in idx]
     if kind == "L1":
         ws = torch._foreach_sign(ws)
-    torch._foreach_add_([grads[i] for i in idx], torch._foreach_mul(ws, [_f(decays[i]) for i in idx]))
+    _add_scaled_([grads[i] for i in idx], ws, [_f(decays[i]) for i in idx])
 
 
 def local_values(base: float, mults) -> list[float]:
