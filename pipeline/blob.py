@@ -16,7 +16,8 @@ class _HostMirror:
     """Host arrays handed out for device tensors, uploaded on the next sync."""
 
     def __init__(self):
-        self._arrays: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
+        # key -> (device tensor, host array handed out, its contents when handed out)
+        self._arrays: dict[tuple, tuple[torch.Tensor, np.ndarray, np.ndarray]] = {}
 
     def view(self, key, tensor: torch.Tensor) -> np.ndarray:
         if tensor.device.type == "cpu":
@@ -25,14 +26,18 @@ class _HostMirror:
         if hit is not None and hit[0].data_ptr() == tensor.data_ptr() and hit[0].shape == tensor.shape:
             return hit[1]
         arr = tensor.detach().cpu().numpy()
-        self._arrays[key] = (tensor, arr)
+        self._arrays[key] = (tensor, arr, arr.copy())
         return arr
 
     def upload(self) -> None:
-        """Copy every handed-out host array back into its device tensor."""
+        """Copy each handed-out host array that was written to back into its device tensor.
+
+        Arrays only read are left alone: writing them back would bump the tensor's
+        version and invalidate a recorded graph that saved it (a Softmax's output)."""
         with torch.no_grad():
-            for tensor, arr in self._arrays.values():
-                tensor.copy_(torch.from_numpy(arr), non_blocking=False)
+            for tensor, arr, seen in self._arrays.values():
+                if not np.array_equal(arr, seen, equal_nan=arr.dtype.kind == "f"):
+                    tensor.copy_(torch.from_numpy(arr), non_blocking=False)
         self._arrays.clear()
 
     def forget(self) -> None:

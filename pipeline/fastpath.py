@@ -26,7 +26,11 @@
 - **compile**: the layers after the inputs and data layers run as one
   ``torch.compile``d function (the whole forward; data layers stay eager). The first
   call compiles (seconds to minutes); a new input shape recompiles.
-- **precision**: ``"bf16"`` or ``"fp16"`` runs the forward under ``torch.autocast`` (on
+- **precision**: ``"fp32"`` (default) is strict float32: on CUDA it turns off TF32 in
+  cuDNN convolutions and matmuls (``torch.backends.cudnn.allow_tf32``, which PyTorch
+  leaves on), so GPU results match the CPU's within float32 rounding, as Caffe's do;
+  ``"tf32"`` allows TF32 (faster on Ampere and later GPUs, about 1e-3 relative error).
+  ``"bf16"`` or ``"fp16"`` runs the forward under ``torch.autocast`` (on
   CUDA; ``bf16`` also on the CPU); parameters, gradients, the solver's update and every
   blob a user reads stay float32 (blobs are cast back after the forward). ``"fp16"``
   adds dynamic loss scaling (``LossScaler``): the loss tops' gradient is multiplied by
@@ -46,7 +50,7 @@ from torch import nn
 from .blob import _HostMirror
 from .errors import ConfigError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cudnn_benchmark(on: bool = True) -> None:
@@ -274,9 +278,7 @@ class FastPath:
     """How one Net runs its forward (module notes); ``Net._run`` hands over to ``run``."""
 
     def __init__(self, net, channels_last=False, compile=False, precision="fp32", fuse=None):
-        if precision not in PRECISIONS:
-            raise ConfigError(f"{net.source}: precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-        self.dtype = PRECISIONS[precision]
+        self.dtype = PRECISIONS[precision]  # checked by ``configure``
         self.precision = precision
         if self.dtype is torch.float16 and net.device.type != "cuda":
             raise ConfigError(f"{net.source}: precision fp16 needs a CUDA device (bf16 runs on the CPU too)")
@@ -356,6 +358,14 @@ def configure(net, channels_last=False, compile=False, precision="fp32", fuse=No
     """Put ``net`` on the fast path (module notes); returns the ``FastPath`` (also ``net._fast``).
 
     All defaults (and ``fuse`` None on a training net) leave the net's plain path."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{net.source}: precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if net.device.type == "cuda":
+        # float32 means float32, as in Caffe: cuDNN's default TF32 convolutions round the
+        # operands to 10-bit mantissas. precision="tf32" allows TF32 (process-wide flags).
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    if precision == "tf32":
+        precision = "fp32"
     if not (channels_last or compile or precision != "fp32" or fuse is not None or net.phase == 1):
         net._fast = None
         return None

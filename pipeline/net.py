@@ -321,8 +321,8 @@ class Net:
                 out = _to_device(out, self.device)
             for t, o in zip(tops, (out,) if isinstance(out, torch.Tensor) else out):
                 vals[t] = o
-                if tuple(o.shape) != self._blob_shapes.get(t):  # top reshaped in Forward, as Caffe's
-                    self._blob_shapes[t] = tuple(o.shape)   # DetectionOutput and Filter do
+                if o.shape != self._blob_shapes.get(t):  # top reshaped in Forward, as Caffe's
+                    self._blob_shapes[t] = tuple(o.shape)  # DetectionOutput and Filter do
 
     def _after_forward(self) -> None:
         self._host.forget()

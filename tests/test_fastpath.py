@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import pipeline as caffe
+from pipeline import fastpath
 from pipeline.commands import cli
 
 BLOCK = """name: "resblock"
@@ -82,11 +83,15 @@ def test_bn_scale_relu_fold_matches_the_plain_path(tmp_path):
     np.testing.assert_allclose(fused.forward(data=x)["pool"], plain.forward(data=x)["pool"], rtol=1e-5, atol=1e-5)
 
 
-def test_fold_formula_against_float64_numpy(tmp_path):
-    """conv -> BN (global stats) -> Scale -> ReLU in float64 numpy, for block 1."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fold_formula_against_float64_numpy(tmp_path, channels_last):
+    """conv -> BN (global stats) -> Scale -> ReLU in float64 numpy, for block 1 (channels_last
+    on the CPU: oneDNN with the folded filters packed once, when torch has it)."""
     x = RNG.standard_normal((2, 3, 12, 12)).astype(np.float32)
-    net = _block(tmp_path)
+    net = _block(tmp_path, channels_last=channels_last)
     net.forward(data=x)
+    if channels_last and fastpath._ONEDNN_CONV:
+        assert net._fast.steps[1][0]._packed  # the packed-filter path ran
     w = net.params["conv1"][0].data.astype(np.float64)
     f = 1.0 / net.params["bn1"][2].data[0]
     mean, var = net.params["bn1"][0].data * f, net.params["bn1"][1].data * f
@@ -214,3 +219,16 @@ def test_gpu_bn_fold_matches_plain(tmp_path):
     plain = _block(tmp_path, fuse=False, device="cuda")
     fused = _block(tmp_path, device="cuda", channels_last=True)
     np.testing.assert_allclose(fused.forward(data=x)["pool"], plain.forward(data=x)["pool"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_gpu_fp32_is_strict_and_tf32_is_a_choice(tmp_path):
+    """precision fp32 turns cuDNN's TF32 off (PyTorch's default leaves it on); tf32 turns it on."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        _block(tmp_path, device="cuda", precision="tf32")
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        _block(tmp_path, device="cuda")
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -4,9 +4,9 @@
 # Installs nothing. Runs, each under its own timeout (a step that times out or fails is
 # reported and the next one runs):
 #   1. the CUDA environment probe                                     (20 s)
-#   2. pytest -m gpu (the test modules that hold GPU tests)           (120 s)
+#   2. pytest -m gpu (the test modules that hold GPU tests)           (90 s)
 #   3. tools/benchmark.py on CUDA: fp32, channels_last, bf16 (train and inference rows),
-#      compile (train rows), peak training memory   (60 + 45 + 45 + 100 + 40 s)
+#      peak training memory, compile (train rows)   (45 + 40 + 40 + 60 + 150 s)
 # then prints one table (train-step and inference ratios ours/plain for each config) and
 # leaves the JSON files and logs in $OUT (default: /tmp/gpu_check).
 #
@@ -16,6 +16,7 @@
 #   OUT       output folder (default: /tmp/gpu_check)
 #   NETS      nets for the benchmark (default: lenet,caffenet,googlenet,resnet50)
 #   COMPILE_NETS  nets for the torch.compile row (default: lenet,caffenet; compiling is slow)
+#   MEM_NETS  nets for the peak-memory row (default: lenet,resnet50; one process per measurement)
 #   DEVICE    cuda (default); DEVICE=cpu runs the same steps on the CPU (to check the script)
 #   SCALE     multiply every timeout by this integer (default 1)
 set -u
@@ -25,6 +26,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-/tmp/gpu_check}
 NETS=${NETS:-lenet,caffenet,googlenet,resnet50}
 COMPILE_NETS=${COMPILE_NETS:-lenet,caffenet}
+MEM_NETS=${MEM_NETS:-lenet,resnet50}
 DEVICE=${DEVICE:-cuda}
 SCALE=${SCALE:-1}
 mkdir -p "$OUT"
@@ -44,7 +46,9 @@ step() {  # step NAME SECONDS CMD...
     [ $rc -eq 124 ] || [ $rc -eq 137 ] && what="TIMEOUT"
     [ $rc -eq 5 ] && [ "$name" = pytest_gpu ] && what="no tests collected"
     echo "$name $what ${took}s" | tee -a "$STATUS"
-    tail -n 3 "$OUT/$name.log" | sed 's/^/   | /'
+    local lines=3
+    [ $rc -ne 0 ] && lines=30
+    tail -n $lines "$OUT/$name.log" | sed 's/^/   | /'
 }
 
 step env 20 "$PY" -c "
@@ -57,17 +61,17 @@ if '$DEVICE' == 'cuda':
 if [ "$DEVICE" = cuda ]; then
     # only the modules that hold GPU tests: collecting the rest needs test-only packages
     mapfile -t GPU_FILES < <(grep -rl "mark.gpu" tests | sort)
-    step pytest_gpu 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider "${GPU_FILES[@]}"
+    step pytest_gpu 90 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rfE "${GPU_FILES[@]}"
 else
     step pytest_gpu 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_benchmark_tool.py
 fi
 BENCH=("$PY" tools/benchmark.py --device "$DEVICE" --nets "$NETS" --repeats 5 --warmup 2 --no-opencv)
-step bench_fp32 60 "${BENCH[@]}" --no-mem --json "$OUT/fp32.json"
-step bench_channels_last 45 "${BENCH[@]}" --no-mem --channels-last --json "$OUT/channels_last.json"
-step bench_bf16 45 "${BENCH[@]}" --no-mem --precision bf16 --json "$OUT/bf16.json"
-step bench_compile 100 "${BENCH[@]}" --nets "$COMPILE_NETS" --no-mem --no-infer --compile --repeats 3 \
+step bench_fp32 45 "${BENCH[@]}" --no-mem --json "$OUT/fp32.json"
+step bench_channels_last 40 "${BENCH[@]}" --no-mem --channels-last --json "$OUT/channels_last.json"
+step bench_bf16 40 "${BENCH[@]}" --no-mem --precision bf16 --json "$OUT/bf16.json"
+step bench_memory 60 "${BENCH[@]}" --nets "$MEM_NETS" --mem-only --no-infer --json "$OUT/memory.json"
+step bench_compile 150 "${BENCH[@]}" --nets "$COMPILE_NETS" --no-mem --no-infer --compile --repeats 3 \
     --json "$OUT/compile.json"
-step bench_memory 40 "${BENCH[@]}" --mem-only --no-infer --json "$OUT/memory.json"
 
 "$PY" - "$OUT" <<'EOF'
 import json, sys

@@ -2,7 +2,8 @@
 
     --channels_last              4-d parameters and activations in NHWC
     --compile [true|false|BACKEND]  torch.compile the whole forward (BACKEND: a torch.compile backend name)
-    --precision fp32|bf16|fp16   autocast (fp16: CUDA only, with dynamic loss scaling)
+    --precision fp32|tf32|bf16|fp16   strict float32 (default), TF32 on CUDA, or autocast
+                                 (fp16: CUDA only, with dynamic loss scaling)
     --fuse true|false            fold BatchNorm/Scale into convolutions and fuse ReLUs in TEST nets (default true)
     --cudnn_benchmark true|false cuDNN autotuning on GPU (default true)
 """
@@ -30,7 +31,7 @@ def add_fast_flags(p) -> None:
     p.add_argument("--compile", nargs="?", const=True, default=False, type=_compile_value,
                    help="Optional; torch.compile the whole forward (true or a backend name).")
     p.add_argument("--precision", default="fp32", choices=sorted(fastpath.PRECISIONS),
-                   help="Optional; fp32, bf16 or fp16 (autocast; fp16 with loss scaling).")
+                   help="Optional; fp32 (strict), tf32 (CUDA), bf16 or fp16 (autocast; fp16 with loss scaling).")
     p.add_argument("--fuse", default=True, type=gflag_bool,
                    help="Optional; fold BatchNorm/Scale/ReLU into convolutions in TEST nets (default true).")
     p.add_argument("--cudnn_benchmark", default=True, type=gflag_bool,

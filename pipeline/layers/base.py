@@ -38,6 +38,18 @@ TEST = caffe_pb2.TEST
 Shape = tuple  # tuple[int, ...]
 
 
+class Blobs(nn.ParameterList):
+    """``nn.ParameterList`` with a direct path for ``blobs[i]`` (i >= 0): layers read their
+    blobs on every forward, and the generic lookup costs several microseconds."""
+
+    def __getitem__(self, idx):
+        if type(idx) is int and idx >= 0:
+            p = self._parameters.get(str(idx))
+            if p is not None:
+                return p
+        return super().__getitem__(idx)
+
+
 class Layer(nn.Module):
     """Base class of all layers.
 
@@ -68,7 +80,7 @@ class Layer(nn.Module):
         super().__init__()
         self.name = name
         self.phase = phase
-        self.blobs = nn.ParameterList()
+        self.blobs = Blobs()
         self.num_bottoms = 0
         self.num_tops = 0
 

@@ -199,10 +199,9 @@ class BatchNorm(Layer):
             # One native kernel (forward and backward, the full derivative through mu and
             # var). With momentum 1 the "running" buffers receive this batch's mean and its
             # unbiased variance m/(m-1)*var -- the terms Caffe adds to its blobs.
-            stats = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-            batch_mean, batch_var = torch.zeros(2, c, dtype=stats, device=x.device).unbind(0)
+            batch_mean, batch_var, one = self._scratch(x)
             y = F.batch_norm(x, batch_mean, batch_var, weight, bias, True, 1.0, self.eps)
-            self._accumulate(batch_mean, batch_var)
+            self._accumulate(batch_mean, batch_var, one)
             return y
         # one value per channel: var = 0 and Caffe's correction factor is 1
         dims = [0] + list(range(2, x.dim()))
@@ -215,13 +214,26 @@ class BatchNorm(Layer):
             y = y * weight.view(bshape)
         return y if bias is None else y + bias.view(bshape)
 
+    def _scratch(self, x):
+        """(mean, var, one): buffers F.batch_norm overwrites with this batch's statistics
+        (momentum 1: ``0 * old + new``), kept between calls, and the constant 1 for b2."""
+        stats = self.blobs[0].dtype
+        s = self.__dict__.get("_stats")
+        if s is None or s[0].device != x.device or s[0].dtype != stats or s[0].numel() != x.shape[1]:
+            z = torch.zeros(x.shape[1], dtype=stats, device=x.device)
+            s = self.__dict__["_stats"] = (z, z.clone(), torch.ones(1, dtype=stats, device=x.device))
+        return s
+
     @torch.no_grad()
-    def _accumulate(self, mean, corrected_var):
+    def _accumulate(self, mean, corrected_var, one=None):
         """b2 <- maf*b2 + 1, b0 <- maf*b0 + mean, b1 <- maf*b1 + corrected_var."""
         b0, b1, b2 = self.blobs
+        if one is None:
+            one = torch.ones_like(b2)
         torch._foreach_mul_([b0, b1, b2], self.moving_average_fraction)
-        torch._foreach_add_([b0, b1], [mean.to(b0.dtype), corrected_var.to(b1.dtype)])
-        b2.add_(1.0)
+        if mean.dtype != b0.dtype:
+            mean, corrected_var = mean.to(b0.dtype), corrected_var.to(b0.dtype)
+        torch._foreach_add_([b0, b1, b2], [mean, corrected_var, one])
 
 
 @LAYERS.register()
