@@ -160,8 +160,11 @@ def check(name, net, model, x, grad, out_blob, logits_blob) -> dict:
     return res
 
 
-def time_pair(cases: dict, warmup: int, repeats: int, sync) -> dict:
-    """cases: label -> (prep, run). Interleaved runs; returns label -> list of ms."""
+def time_pair(cases: dict, warmup: int, repeats: int, sync, min_ms: float = 0.0, max_repeats: int = 200) -> dict:
+    """cases: label -> (prep, run). Interleaved runs; returns label -> list of ms.
+
+    At least ``repeats`` runs each, more (up to ``max_repeats``) until every case has run
+    for ``min_ms`` in all: fast cases get enough runs for a steady median."""
     for _ in range(warmup):
         for prep, run in cases.values():
             prep()
@@ -169,8 +172,10 @@ def time_pair(cases: dict, warmup: int, repeats: int, sync) -> dict:
             sync()
     times = {k: [] for k in cases}
     labels = list(cases)
-    for r in range(repeats):
-        for k in (labels if r % 2 == 0 else labels[::-1]):
+    r = 0
+    while r < repeats or (r < max_repeats and min(sum(v) for v in times.values()) < min_ms):
+        r += 1
+        for k in (labels if r % 2 == 1 else labels[::-1]):
             prep, run = cases[k]
             prep()
             sync()

@@ -27,7 +27,8 @@ random BatchNorm statistics, last layer rescaled so the logits have std ~ 3, so 
 input gets its own distribution); the check also requires the prob rows of a batch to
 differ.
 
-Times: median of ``--repeats`` runs after ``--warmup``, runs of ours and the baselines
+Times: median of ``--repeats`` runs (more, up to 200, until each case has run ``--min-ms``
+in all: cheap cases such as LeNet get dozens of runs) after ``--warmup``, runs of ours and the baselines
 interleaved (``bench_net.time_pair``); ratio = ours / baseline (median), and the ratio
 of the fastest runs ("min ratio", steadier on a busy machine).
 
@@ -38,7 +39,8 @@ are paid up front), reads ``VmRSS`` from /proc/self/status, builds the net
 resident-set high-water mark). Peak = VmHWM - VmRSS after imports: weights, gradients,
 optimizer history, activations and allocator slack of that implementation alone, in
 MiB. (tracemalloc misses torch's allocations; a fresh process per measurement keeps one
-implementation's freed-but-cached memory from hiding the other's peak.)
+implementation's freed-but-cached memory from hiding the other's peak; the child runs with
+``MALLOC_MMAP_THRESHOLD_=131072`` so that freed tensors leave the resident set at once.)
 
 Usage:
     .venv/bin/python tools/benchmark.py [--nets lenet,caffenet,googlenet,resnet50]
@@ -55,6 +57,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -360,7 +363,12 @@ def measure_memory(key, impl, mode, weights, args) -> float | None:
         cmd.append("--channels-last")
     if args.precision != "fp32" and mode == "train":
         cmd += ["--precision", args.precision]
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    # glibc's malloc raises its mmap threshold as big blocks are freed, after which freed
+    # tensors stay in the heap for a while: the high-water mark then depends on the order
+    # of frees and varies by +-20 % between runs. A fixed threshold maps every block over
+    # 128 KiB on its own and unmaps it when freed, so VmHWM follows live memory.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env)
     if r.returncode != 0:
         print(f"  memory {key} {impl} {mode}: child failed: {r.stderr.strip().splitlines()[-1:]}")
         return None
@@ -390,6 +398,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     ap.add_argument("--channels-last", action="store_true", help="train nets in channels_last")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    ap.add_argument("--min-ms", dest="min_ms", type=float, default=1000.0,
+                    help="keep repeating (up to 200 runs) until each case has run this long in all")
     ap.add_argument("--compile", action="store_true", help="torch.compile ours and plain (train)")
     ap.add_argument("--no-mem", dest="mem", action="store_false", help="skip peak-memory subprocesses")
     ap.add_argument("--mem-only", action="store_true", help="only the peak-memory subprocesses")
@@ -416,7 +426,7 @@ def main(argv=None) -> int:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(args.seed)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, repeats "
-          f"{args.repeats}, warmup {args.warmup}, precision {args.precision}, channels_last "
+          f"{args.repeats} (or {args.min_ms:.0f} ms), warmup {args.warmup}, precision {args.precision}, channels_last "
           f"{args.channels_last}, compile {args.compile}", flush=True)
 
     rows, checks, mem = [], {}, []
@@ -430,7 +440,7 @@ def main(argv=None) -> int:
             if not args.mem_only:
                 tc = TrainCases(key, weights, device, args, gen)
                 for phase, cases in tc.phases().items():
-                    summarize(key, phase, NETS[key][3], time_pair(cases, args.warmup, args.repeats, sync),
+                    summarize(key, phase, NETS[key][3], time_pair(cases, args.warmup, args.repeats, sync, args.min_ms),
                               rows)
                 del tc
             if args.infer and not args.mem_only:
@@ -438,7 +448,7 @@ def main(argv=None) -> int:
                 checks[key] = ic.check()
                 ok &= checks[key]["ok"]
                 summarize(key, "infer", NETS[key][4],
-                          time_pair(ic.cases(), args.warmup, args.repeats, sync), rows)
+                          time_pair(ic.cases(), args.warmup, args.repeats, sync, args.min_ms), rows)
                 del ic
             if args.mem or args.mem_only:
                 impls = [("ours", "train"), ("plain", "train")]
@@ -457,7 +467,7 @@ def main(argv=None) -> int:
     print_table(rows, mem, total)
     if args.json:
         meta = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-                "repeats": args.repeats, "warmup": args.warmup, "precision": args.precision,
+                "repeats": args.repeats, "min_ms": args.min_ms, "warmup": args.warmup, "precision": args.precision,
                 "channels_last": args.channels_last, "compile": args.compile,
                 "machine": platform.platform(), "total_s": total}
         if device.type == "cuda":

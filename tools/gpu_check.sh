@@ -65,7 +65,7 @@ if [ "$DEVICE" = cuda ]; then
 else
     step pytest_gpu 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_benchmark_tool.py
 fi
-BENCH=("$PY" tools/benchmark.py --device "$DEVICE" --nets "$NETS" --repeats 5 --warmup 2 --no-opencv)
+BENCH=("$PY" tools/benchmark.py --device "$DEVICE" --nets "$NETS" --repeats 5 --min-ms 300 --warmup 2 --no-opencv)
 step bench_fp32 45 "${BENCH[@]}" --no-mem --json "$OUT/fp32.json"
 step bench_channels_last 40 "${BENCH[@]}" --no-mem --channels-last --json "$OUT/channels_last.json"
 step bench_bf16 40 "${BENCH[@]}" --no-mem --precision bf16 --json "$OUT/bf16.json"
