@@ -25,7 +25,9 @@
   turns it off.
 - **compile**: the layers after the inputs and data layers run as one
   ``torch.compile``d function (the whole forward; data layers stay eager). The first
-  call compiles (seconds to minutes); a new input shape recompiles.
+  call compiles (seconds to minutes); a new input shape recompiles. ``compile`` is True
+  (inductor), a mode (``"reduce-overhead"``: CUDA graphs for the fixed shapes of a net,
+  ``"max-autotune"``, ...) or a backend name (``"aot_eager"``).
 - **precision**: ``"fp32"`` (default) is strict float32: on CUDA it turns off TF32 in
   cuDNN convolutions and matmuls (``torch.backends.cudnn.allow_tf32``, which PyTorch
   leaves on), so GPU results match the CPU's within float32 rounding, as Caffe's do;
@@ -203,6 +205,19 @@ class BatchNormScale(nn.Module):
         return self.bn(x, s.blobs[0], s.blobs[1] if s.bias_term else None)
 
 
+# torch.compile modes (inductor); any other string names a backend
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_options(compile) -> dict:
+    """torch.compile keywords for a ``compile`` value: True (inductor), a mode of
+    ``COMPILE_MODES`` ("reduce-overhead": CUDA graphs replay the captured forward on the
+    GPU) or a backend name ("aot_eager", ...)."""
+    if isinstance(compile, str) and compile in COMPILE_MODES:
+        return {"backend": "inductor", "mode": compile}
+    return {"backend": compile if isinstance(compile, str) else "inductor"}
+
+
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _ONEDNN_CONV = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
                 and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight"))
@@ -243,11 +258,16 @@ def splits(spans, i0: int, i1: int) -> bool:
     return any(a < i0 <= b or a <= i1 < b for a, b in spans)
 
 
-def fuse_steps(steps: list, channels_last: bool = False, mirror=None) -> tuple[list, list]:
+def fuse_steps(steps: list, channels_last: bool = False, mirror=None, device=None) -> tuple[list, list]:
     """The net's run steps with in-place conv/BN/Scale/ReLU chains fused (inference only:
-    the folded filters carry no gradient); returns (steps, spans of the fused chains)."""
+    the folded filters carry no gradient); returns (steps, spans of the fused chains).
+
+    A convolution followed by a ReLU alone is fused only where one primitive then does
+    both (oneDNN: CPU and channels_last); elsewhere it would run the same two kernels
+    with more Python in between."""
     steps = list(steps)
     spans = []
+    one_primitive = _ONEDNN_CONV and channels_last and (device is None or torch.device(device).type == "cpu")
     for i, (layer, bottoms, tops, detach, is_input) in enumerate(steps):
         if (is_input or getattr(layer, "type", "") != "Convolution" or len(bottoms) != 1 or len(tops) != 1
                 or getattr(layer, "channel_axis", 1) != 1 or getattr(layer, "transposed", False)):
@@ -262,7 +282,7 @@ def fuse_steps(steps: list, channels_last: bool = False, mirror=None) -> tuple[l
                     break
                 parts[kind] = j
                 j += 1
-        if not parts:
+        if not parts or (set(parts) == {"ReLU"} and not one_primitive):
             continue
         mods = {k: steps[idx][0] for k, idx in parts.items()}
         conv = FusedConv(layer, mods.get("BatchNorm"), mods.get("Scale"), mods.get("ReLU"), channels_last, mirror)
@@ -293,7 +313,7 @@ class FastPath:
         if self.fuse:
             if not isinstance(net._host, _WatchedMirror):
                 net._host = _WatchedMirror(net._host)
-            steps, spans = fuse_steps(steps, self.channels_last, net._host)
+            steps, spans = fuse_steps(steps, self.channels_last, net._host, net.device)
         self.fused = len(spans)
         steps, bn_spans = fuse_batchnorm_scale(steps)
         self.steps, self.spans = steps, spans + bn_spans
@@ -305,8 +325,7 @@ class FastPath:
             n_head += 1  # inputs and data layers: always eager
         self.n_head = n_head
         self.compile = bool(compile)
-        backend = compile if isinstance(compile, str) else "inductor"
-        self._compiled = torch.compile(self._body, dynamic=False, backend=backend) if self.compile else None
+        self._compiled = torch.compile(self._body, dynamic=False, **compile_options(compile)) if self.compile else None
         self.scaler = LossScaler() if self.dtype is torch.float16 and trains else None
 
     def _body(self, vals: dict) -> dict:
@@ -375,5 +394,5 @@ def configure(net, channels_last=False, compile=False, precision="fp32", fuse=No
     return net._fast
 
 
-__all__ = ["configure", "cudnn_benchmark", "BatchNormScale", "FastPath", "FusedConv", "LossScaler",
+__all__ = ["configure", "compile_options", "cudnn_benchmark", "COMPILE_MODES", "BatchNormScale", "FastPath", "FusedConv", "LossScaler",
            "fuse_batchnorm_scale", "fuse_steps", "splits", "PRECISIONS"]

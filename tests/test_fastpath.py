@@ -232,3 +232,41 @@ def test_gpu_fp32_is_strict_and_tf32_is_a_choice(tmp_path):
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.mark.parametrize("value, options", [
+    (True, {"backend": "inductor"}),
+    ("aot_eager", {"backend": "aot_eager"}),
+    ("reduce-overhead", {"backend": "inductor", "mode": "reduce-overhead"}),  # CUDA graphs
+    ("max-autotune", {"backend": "inductor", "mode": "max-autotune"}),
+])
+def test_compile_value_is_a_mode_or_a_backend(value, options):
+    assert fastpath.compile_options(value) == options
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graphs_inference_matches_eager(tmp_path):
+    """compile="reduce-overhead" (CUDA graphs replayed for the net's fixed shapes) on a TEST net."""
+    x = RNG.standard_normal((2, 3, 12, 12)).astype(np.float32)
+    eager = _block(tmp_path, device="cuda")
+    graphs = _block(tmp_path, device="cuda", compile="reduce-overhead")
+    want = eager.forward(data=x)["pool"].copy()
+    for _ in range(3):  # record, then replays
+        got = graphs.forward(data=x)["pool"].copy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_relu_alone_is_fused_only_where_one_primitive_does_both(tmp_path):
+    """conv -> ReLU (no BatchNorm/Scale to fold) is fused for oneDNN (CPU, channels_last),
+    where the ReLU runs inside the convolution; elsewhere it stays two layers."""
+    text = LENET.replace('input: "label" input_shape { dim: 4 }\n', "").split('layer { name: "loss"')[0]
+    path = _write(tmp_path, text, "convrelu.prototxt")
+    assert caffe.Net(path, caffe.TEST)._fast is None
+    net = caffe.Net(path, caffe.TEST, channels_last=True)
+    assert net._fast.fused == (1 if fastpath._ONEDNN_CONV else 0)
+    x = RNG.standard_normal((4, 1, 12, 12)).astype(np.float32)
+    plain = caffe.Net(path, caffe.TEST, fuse=False)
+    for name in net.params:
+        for a, b in zip(net.params[name], plain.params[name]):
+            a.data[...] = b.data
+    np.testing.assert_allclose(net.forward(data=x)["ip1"], plain.forward(data=x)["ip1"], rtol=1e-5, atol=1e-5)

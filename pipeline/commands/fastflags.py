@@ -1,7 +1,8 @@
 """The fast-path flags ``pipeline train`` and ``pipeline time`` share (``pipeline.fastpath``).
 
     --channels_last              4-d parameters and activations in NHWC
-    --compile [true|false|BACKEND]  torch.compile the whole forward (BACKEND: a torch.compile backend name)
+    --compile [true|false|MODE|BACKEND]  torch.compile the whole forward (MODE: reduce-overhead for CUDA
+                                 graphs, max-autotune; BACKEND: a torch.compile backend name)
     --precision fp32|tf32|bf16|fp16   strict float32 (default), TF32 on CUDA, or autocast
                                  (fp16: CUDA only, with dynamic loss scaling)
     --fuse true|false            fold BatchNorm/Scale into convolutions and fuse ReLUs in TEST nets (default true)
@@ -22,14 +23,15 @@ def _compile_value(text: str):
     try:
         return gflag_bool(text)
     except Exception:
-        return text  # a backend name ("inductor", "aot_eager", ...)
+        return text  # a mode ("reduce-overhead": CUDA graphs, ...) or a backend name ("aot_eager", ...)
 
 
 def add_fast_flags(p) -> None:
     p.add_argument("--channels_last", nargs="?", const=True, default=False, type=gflag_bool,
                    help="Optional; channels_last (NHWC) memory format.")
     p.add_argument("--compile", nargs="?", const=True, default=False, type=_compile_value,
-                   help="Optional; torch.compile the whole forward (true or a backend name).")
+                   help="Optional; torch.compile the whole forward: true, a mode (reduce-overhead: CUDA "
+                        "graphs; max-autotune) or a backend name.")
     p.add_argument("--precision", default="fp32", choices=sorted(fastpath.PRECISIONS),
                    help="Optional; fp32 (strict), tf32 (CUDA), bf16 or fp16 (autocast; fp16 with loss scaling).")
     p.add_argument("--fuse", default=True, type=gflag_bool,
