@@ -357,7 +357,13 @@ class FastPath:
             if whole and self._compiled is not None and steps is self.steps:
                 eager = self.steps[: self.n_head] + [s for s in self.steps[self.n_head:] if s[4]]
                 self._run_steps(net, eager, vals, grad)
-                vals.update(self._compiled({k: vals[k] for s in eager for k in s[2]}))
+                try:
+                    vals.update(self._compiled({k: vals[k] for s in eager for k in s[2]}))
+                except RuntimeError:
+                    # bad data (a label out of range) fails inside generated code with a bare
+                    # kernel message: the eager layers raise the typed error naming the layer
+                    self._run_steps(net, [s for s in self.steps[self.n_head:] if not s[4]], vals, grad)
+                    raise
             else:
                 self._run_steps(net, steps[i0 : i1 + 1], vals, grad)
         for t, v in vals.items():

@@ -270,3 +270,21 @@ def test_conv_relu_alone_is_fused_only_where_one_primitive_does_both(tmp_path):
         for a, b in zip(net.params[name], plain.params[name]):
             a.data[...] = b.data
     np.testing.assert_allclose(net.forward(data=x)["ip1"], plain.forward(data=x)["ip1"], rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_training_forward_is_one_graph_and_bad_labels_still_name_the_layer(tmp_path):
+    """The label range check is an assert inside the graph (no graph break); a bad label in a
+    compiled net raises the same typed error as the eager net."""
+    caffe.set_random_seed(3)
+    net = caffe.Net(_write(tmp_path, LENET, "lenet.prototxt"), caffe.TRAIN, compile="aot_eager")
+    net.blobs["data"].data[...] = np.random.default_rng(2).standard_normal((4, 1, 12, 12))
+    net.blobs["label"].data[...] = [0, 1, 2, 1]
+    fp = net._fast
+    head = fp.steps[: fp.n_head] + [s for s in fp.steps[fp.n_head:] if s[4]]
+    net._run_steps(head, True)
+    explained = torch._dynamo.explain(fp._body)({k: net._values[k] for s in head for k in s[2]})
+    assert explained.graph_break_count == 0
+    net.forward_backward()
+    net.blobs["label"].data[...] = [0, 1, 7, 1]
+    with pytest.raises(caffe.errors.DataError, match="SoftmaxWithLoss layer 'loss': label 7 is outside"):
+        net.forward_backward()

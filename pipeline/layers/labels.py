@@ -32,7 +32,10 @@ class Labels:
         if self.valid is not None:
             lab = torch.where(self.valid, lab, torch.zeros_like(lab))
         bad = (lab < 0) | (lab >= classes)
-        if bool(bad.any()):  # Caffe only DCHECKs this; an index error here would be cryptic
+        if torch.compiler.is_compiling():  # inside torch.compile: an assert in the graph, no break
+            torch._assert_async(~bad.any(), f"{layer.type} layer '{layer.name}': a label is outside [0, {classes - 1}] "
+                                            "and not ignored")
+        elif bool(bad.any()):  # Caffe only DCHECKs this; an index error here would be cryptic
             v = label.detach().reshape(-1)[bad.reshape(-1)][0].item()
             layer.fail(f"label {v:g} is outside [0, {classes - 1}] and not ignored", DataError)
         self.index = lab
