@@ -106,9 +106,8 @@ def test_fold_formula_against_float64_numpy(tmp_path, channels_last):
     np.testing.assert_allclose(net.blobs["conv1"].data, y, rtol=1e-4, atol=1e-4)
 
 
-def test_backward_on_a_fused_test_net_still_fills_param_diffs(tmp_path):
+def test_a_force_backward_net_is_not_fused_and_refuses_fuse(tmp_path):
     text = BLOCK.replace('name: "resblock"', 'name: "resblock"\nforce_backward: true')
-    x = RNG.standard_normal((2, 3, 12, 12)).astype(np.float32)
     caffe.set_random_seed(5)
     plain = caffe.Net(_write(tmp_path, text, "fb.prototxt"), caffe.TEST)
     assert plain._fast is None  # force_backward: not fused by default

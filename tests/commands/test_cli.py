@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from google.protobuf import text_format
 
 from pipeline.commands import cli
