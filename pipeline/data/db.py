@@ -297,7 +297,59 @@ class StagedDirectory:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-class Writer:
+class StagedWriter:
+    """Output built in a ``StagedDirectory`` (``self._stage``): ``close()`` finishes it and
+    renames it into place; ``abort()`` -- or an exception inside ``with`` -- throws it
+    away, leaving the target as it was. Subclasses set ``_stage`` and ``_open = True`` and
+    implement ``_finish()`` (write what is left, close the files) and ``_release()``
+    (close the files, on the way to discarding them)."""
+
+    _open = False
+
+    def _finish(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the output and rename it to its final name."""
+        if not self._open:
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self._open = False
+        try:
+            self._stage.commit()
+        except BaseException:
+            self._stage.discard()
+            raise
+
+    def abort(self) -> None:
+        """Throw the unfinished output away; the target is left as it was."""
+        if not self._open:
+            return
+        self._open = False
+        try:
+            self._release()
+        except Exception:  # noqa: BLE001, S110 - the files are being thrown away anyway
+            pass
+        self._stage.discard()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Writer(StagedWriter):
     """A database being written: ``put(key, value)``, then ``close()`` (or leave the ``with`` block).
 
     Records are buffered and committed every ``commit_every`` puts; ``close``
@@ -354,43 +406,13 @@ class Writer:
     def __len__(self) -> int:
         return self._count
 
-    def close(self) -> None:
-        """Commit what is left, close the database and rename it to its final name."""
-        if not self._open:
-            return
-        try:
-            self.commit()
-            self._close_store()
-        except BaseException:
-            self.abort()
-            raise
-        self._open = False
-        try:
-            self._stage.commit()
-        except BaseException:
-            self._stage.discard()
-            raise
+    def _finish(self) -> None:  # close(): commit what is left, close the database
+        self.commit()
+        self._close_store()
 
-    def abort(self) -> None:
-        """Throw the unfinished database away; the target is left as it was."""
-        if not self._open:
-            return
-        self._open = False
+    def _release(self) -> None:  # abort()
         self._pending = []
-        try:
-            self._close_store()
-        except Exception:  # noqa: BLE001, S110 - the files are being thrown away anyway
-            pass
-        self._stage.discard()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        self._close_store()
 
 
 class LmdbWriter(Writer):

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import DataError
 from .datum import image_to_datum
-from .db import StagedDirectory
+from .db import StagedDirectory, StagedWriter
 from .image import decode_image, resize_bilinear
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -286,7 +286,7 @@ HDF5_FILE_BYTES = 1 << 29  # float32 pixels per .h5 file (Caffe's HDF5Data loads
 HDF5_LIST_NAME = "list.txt"
 
 
-class Hdf5SetWriter:
+class Hdf5SetWriter(StagedWriter):
     """A folder of HDF5 files for Caffe's HDF5Data layer, plus the list file it reads.
 
     Layout of ``path/``::
@@ -382,46 +382,18 @@ class Hdf5SetWriter:
             self._file.close()
             self._file = None
 
-    def close(self) -> None:
-        """Write what is left and the list file, then rename the folder into place."""
-        if not self._open:
-            return
-        try:
-            self._flush()
-            self._close_file()
-            names = [str(self.final / name) for name in self.files]
-            if any(ch.isspace() for ch in str(self.final)):
-                # HDF5Data reads the list with `>>` (whitespace-separated): bare names instead,
-                # which our HDF5Data finds beside the list file (Caffe: from its working directory).
-                names = list(self.files)
-                self.note = f"{self.path} has a space in its absolute path; {HDF5_LIST_NAME} lists bare file names"
-            listing = "".join(f"{n}\n" for n in names)
-            (self._stage.path / HDF5_LIST_NAME).write_text(listing)
-        except BaseException:
-            self.abort()
-            raise
-        self._open = False
-        try:
-            self._stage.commit()
-        except BaseException:
-            self._stage.discard()
-            raise
+    def _finish(self) -> None:
+        """close(): write what is left and the list file (then the folder is renamed into place)."""
+        self._flush()
+        self._close_file()
+        names = [str(self.final / name) for name in self.files]
+        if any(ch.isspace() for ch in str(self.final)):
+            # HDF5Data reads the list with `>>` (whitespace-separated): bare names instead,
+            # which our HDF5Data finds beside the list file (Caffe: from its working directory).
+            names = list(self.files)
+            self.note = f"{self.path} has a space in its absolute path; {HDF5_LIST_NAME} lists bare file names"
+        listing = "".join(f"{n}\n" for n in names)
+        (self._stage.path / HDF5_LIST_NAME).write_text(listing)
 
-    def abort(self) -> None:
-        if not self._open:
-            return
-        self._open = False
-        try:
-            self._close_file()
-        except Exception:  # noqa: BLE001, S110 - the files are being thrown away anyway
-            pass
-        self._stage.discard()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    def _release(self) -> None:  # abort()
+        self._close_file()
