@@ -294,8 +294,8 @@ class Net:
             raise GraphError(f"{self.source}: no layer named '{layer_name}'") from None
 
     def _run(self, i0: int, i1: int, grad: bool) -> None:
-        if i0 == 0:  # every blob is recomputed: let the last pass's tensors go first (peak memory)
-            self._values.clear()
+        if i0 == 0 and i1 == len(self._steps) - 1:  # every blob is recomputed: let the last
+            self._values.clear()                      # pass's tensors go first (peak memory)
         if getattr(self, "_fast", None) is not None:
             return self._fast.run(self, i0, i1, grad)
         steps = self._steps if fastpath.splits(self._merged_spans, i0, i1) else self._merged_steps

@@ -427,3 +427,15 @@ def test_gpu_net_matches_cpu_and_host_writes_take_effect():
     gi = gpu.backward(prob=np.ones((2, 3), np.float32))["data"]
     ci = cpu.backward(prob=np.ones((2, 3), np.float32))["data"]
     np.testing.assert_allclose(gi, ci, rtol=1e-3, atol=1e-5)
+
+
+def test_a_partial_forward_leaves_later_blobs_from_the_last_pass():
+    """forward(end=...) recomputes the layers up to ``end``; later blobs keep the last pass's values (Caffe)."""
+    net = small_net()
+    rng = np.random.default_rng(8)
+    x1, x2 = rng.standard_normal((2, 2, 3, 5, 5)).astype(np.float32)
+    prob1 = net.forward(data=x1)["prob"].copy()
+    conv1 = net.blobs["conv"].data.copy()
+    net.forward(data=x2, end="relu")
+    assert not np.allclose(net.blobs["conv"].data, conv1)  # recomputed
+    np.testing.assert_array_equal(net.blobs["prob"].data, prob1)  # as the last full pass left it
