@@ -13,6 +13,10 @@ from ..errors import DataError
 from .base import Layer, canonical_axis, count
 
 
+# torch.compiler.is_compiling is torch >= 2.3; torch._dynamo's name serves the older releases we admit
+_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or torch._dynamo.is_compiling
+
+
 def fmt_shape(shape) -> str:
     """``(2, 3)``: a shape for messages."""
     return str(tuple(int(d) for d in shape))
@@ -32,7 +36,7 @@ class Labels:
         if self.valid is not None:
             lab = torch.where(self.valid, lab, torch.zeros_like(lab))
         bad = (lab < 0) | (lab >= classes)
-        if torch.compiler.is_compiling():  # inside torch.compile: an assert in the graph, no break
+        if _compiling():  # inside torch.compile: an assert in the graph, no break
             torch._assert_async(~bad.any(), f"{layer.type} layer '{layer.name}': a label is outside [0, {classes - 1}] "
                                             "and not ignored")
         elif bool(bad.any()):  # Caffe only DCHECKs this; an index error here would be cryptic
